@@ -1,0 +1,64 @@
+"""fastact: fast activation functions, their derivatives and softmax for NumPy arrays.
+
+>>> import numpy as np, fastact as fa
+>>> fa.sigmoid(np.array([0.0, 2.0], dtype=np.float32))
+array([0.5      , 0.8807971], dtype=float32)
+
+Every op comes in forms (``NAME``, ``NAME_derivative``, ``NAME_and_derivative``,
+``NAME_backward``) computed by the fastest available backend (Numba, Cython/OpenMP or NumPy);
+see ``fa.backend_info()`` and the README.
+"""
+
+from ._dispatch import (
+    BackendUnavailable,
+    backend_info,
+    backends,
+    select_backend,
+    set_num_threads,
+    use_backend,
+)
+from ._tools import warmup
+from .api import (
+    elu,
+    elu_and_derivative,
+    elu_backward,
+    elu_derivative,
+    leaky_relu,
+    leaky_relu_and_derivative,
+    leaky_relu_backward,
+    leaky_relu_derivative,
+    log_softmax,
+    log_softmax_backward,
+    prelu,
+    prelu_and_derivative,
+    prelu_backward,
+    prelu_derivative,
+    relu,
+    relu_and_derivative,
+    relu_backward,
+    relu_derivative,
+    sigmoid,
+    sigmoid_and_derivative,
+    sigmoid_backward,
+    sigmoid_derivative,
+    softmax,
+    softmax_backward,
+    tanh,
+    tanh_and_derivative,
+    tanh_backward,
+    tanh_derivative,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sigmoid", "sigmoid_derivative", "sigmoid_and_derivative", "sigmoid_backward",
+    "tanh", "tanh_derivative", "tanh_and_derivative", "tanh_backward",
+    "relu", "relu_derivative", "relu_and_derivative", "relu_backward",
+    "leaky_relu", "leaky_relu_derivative", "leaky_relu_and_derivative", "leaky_relu_backward",
+    "elu", "elu_derivative", "elu_and_derivative", "elu_backward",
+    "prelu", "prelu_derivative", "prelu_and_derivative", "prelu_backward",
+    "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
+    "BackendUnavailable", "backends", "backend_info", "select_backend", "use_backend",
+    "set_num_threads", "warmup", "__version__",
+]

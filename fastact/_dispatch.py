@@ -1,0 +1,172 @@
+"""Backend selection: availability probes, precedence, threads.
+
+Precedence (DESIGN.md section 2): ``backend=`` argument > :func:`use_backend` context >
+``FASTACT_BACKEND`` > automatic.  Automatic dispatch takes the first available backend of
+:data:`HOST_PRIORITY` and falls back quietly (a debug log line); an explicitly requested backend
+that is unavailable raises :class:`BackendUnavailable`.  Backends are imported on first use, so
+``import fastact`` imports no optional dependency and compiles nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import logging
+import os
+
+from . import _config
+
+log = logging.getLogger("fastact")
+
+#: Every backend name fastact knows, in automatic-priority order.
+KNOWN = ("cuda", "numba", "cython", "numpy")
+#: Automatic choice for host (NumPy) arrays.  (Size-aware tuning replaces this in issue 7.)
+HOST_PRIORITY = ("numba", "cython", "numpy")
+
+_MODULES = {
+    "numba": "fastact.kernels.numba_cpu",
+    "cython": "fastact.kernels._cython_kernels",
+    "numpy": "fastact.kernels.numpy_ref",
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """An explicitly requested backend cannot be used here (the message says why)."""
+
+
+_loaded: dict[str, object] = {}
+_reasons: dict[str, str] = {}
+_num_threads: int | None = None
+
+
+def _load(name: str):
+    """The kernel module of backend ``name``, or None (with the reason in ``_reasons``)."""
+    if name in _loaded:
+        return _loaded[name]
+    module = None
+    if name == "cuda":
+        _reasons[name] = "the CUDA backend is not implemented in this version (issue 6)"
+    else:
+        try:
+            module = importlib.import_module(_MODULES[name])
+        except ImportError as exc:
+            what = {"numba": "numba is not importable",
+                    "cython": "the compiled extension fastact.kernels._cython_kernels is "
+                              "missing (reinstall with a C compiler: pip install -e .)"}.get(
+                name, "import failed")
+            _reasons[name] = f"{what}: {exc}"
+        except Exception as exc:  # a broken install must not break fastact
+            _reasons[name] = f"failed to initialise: {type(exc).__name__}: {exc}"
+    if module is not None and _num_threads is not None and hasattr(module, "set_num_threads"):
+        module.set_num_threads(_num_threads)
+    if module is None:
+        log.debug("fastact: backend %s unavailable: %s", name, _reasons[name])
+    _loaded[name] = module
+    return module
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or name.strip().lower() not in KNOWN:
+        raise ValueError(f"fastact: unknown backend {name!r}; known backends: {', '.join(KNOWN)}")
+    return name.strip().lower()
+
+
+def available(name: str) -> bool:
+    return _load(name) is not None
+
+
+def backends() -> list[str]:
+    """Names of the usable backends, in automatic-priority order."""
+    return [name for name in KNOWN if _load(name) is not None]
+
+
+def _unavailable(name: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"fastact: backend {name!r} is unavailable: {_reasons.get(name, 'unknown reason')}; "
+        f"available backends: {', '.join(backends())}")
+
+
+_context: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fastact_backend", default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """Use backend ``name`` for calls in this thread/task inside the ``with`` block.
+
+    ``None`` restores automatic selection.  An unknown name raises ValueError and an
+    unavailable one :class:`BackendUnavailable`, both on entry.
+    """
+    if name is not None:
+        name = check_name(name)
+        if _load(name) is None:
+            raise _unavailable(name)
+    token = _context.set(name)
+    try:
+        yield name
+    finally:
+        _context.reset(token)
+
+
+def resolve(backend: str | None) -> tuple[str, object]:
+    """(name, kernel module) for a call, applying the precedence rules."""
+    requested = backend if backend is not None else (_context.get() or _config.BACKEND)
+    if requested is not None:
+        name = check_name(requested)
+        module = _load(name)
+        if module is None:
+            raise _unavailable(name)
+        return name, module
+    for name in HOST_PRIORITY:
+        module = _load(name)
+        if module is not None:
+            return name, module
+    raise _unavailable("numpy")  # pragma: no cover - numpy is always importable
+
+
+def select_backend(op_name: str, *arrays, backend: str | None = None) -> str:
+    """The backend automatic dispatch (with the current context/environment) would use."""
+    from . import _registry
+
+    _registry.get(op_name)
+    return resolve(backend)[0]
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> int:
+    """Cap the threads of the parallel kernels at ``n`` (>= 1); returns the previous cap."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"fastact.set_num_threads: n must be an integer >= 1, got {n!r}")
+    previous = _num_threads if _num_threads is not None else _default_threads()
+    _num_threads = n
+    for module in _loaded.values():
+        if module is not None and hasattr(module, "set_num_threads"):
+            module.set_num_threads(n)
+    return previous
+
+
+def backend_info() -> dict:
+    """Per backend: available or why not, plus versions, threads and threading details."""
+    info = {}
+    for name in KNOWN:
+        module = _load(name)
+        entry = {"available": module is not None}
+        if module is None:
+            entry["reason"] = _reasons.get(name, "")
+        elif hasattr(module, "info"):
+            entry.update(module.info())
+        info[name] = entry
+    info["selected"] = {
+        "automatic": next((n for n in HOST_PRIORITY if info[n]["available"]), None),
+        "FASTACT_BACKEND": _config.BACKEND,
+        "context": _context.get(),
+    }
+    return info

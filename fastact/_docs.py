@@ -1,0 +1,2 @@
+DOCS = {}
+ROW_DOCS = {}

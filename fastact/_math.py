@@ -1,0 +1,147 @@
+"""Scalar formulas, written once.
+
+Every elementwise op ``NAME`` defines here, as plain scalar Python functions:
+
+``NAME(x, *params)``                  the value
+``NAME_derivative(x, *params)``       dy/dx
+``NAME_and_derivative(x, *params)``   ``(y, dy/dx)`` sharing work (optional; else both are called)
+``NAME_derivative_from_y(y, *params)`` dy/dx from the output (ops whose registry entry allows ``y=``)
+
+The backends only supply loops around them:
+
+* ``kernels/numba_cpu.py`` compiles each function with ``numba.njit(inline='always')``;
+* ``setup.py`` copies each function body into the Cython kernels as a
+  ``cdef inline double NAME(double x, ...) noexcept nogil`` function (so the body must stay in
+  the common subset of Python and Cython: arithmetic, comparisons, conditional expressions,
+  calls to the libm functions imported below under the same names as in ``libc.math`` (tanh is
+  ``libm_tanh``) and to other functions of this module; every value is a
+  C double; functions named ``*_and_derivative`` return a pair);
+* ``kernels/numpy_ref.py`` is an independent vectorised twin used as the test oracle.
+
+Conventions shared by all formulas (DESIGN.md sections 3 and 4):
+
+* NaN propagates, also through derivatives: a kink test ``x > 0`` is written so that NaN takes
+  neither branch (see :func:`_step`).
+* Derivatives at a kink follow PyTorch: relu'(0) = 0, leaky_relu'(0) = negative_slope,
+  elu'(0) = alpha.
+* Stable forms: sigmoid from ``exp(-|x|)`` (never overflows), elu via ``expm1``, tanh' as
+  sech^2 from ``exp(-2|x|)`` (no cancellation in ``1 - tanh^2`` for large |x|).
+"""
+
+from math import exp, expm1, fabs
+from math import tanh as libm_tanh
+
+__all__ = [
+    "sigmoid", "sigmoid_derivative", "sigmoid_and_derivative", "sigmoid_derivative_from_y",
+    "tanh", "tanh_derivative", "tanh_and_derivative", "tanh_derivative_from_y",
+    "relu", "relu_derivative", "relu_derivative_from_y",
+    "leaky_relu", "leaky_relu_derivative", "leaky_relu_derivative_from_y",
+    "elu", "elu_derivative", "elu_and_derivative", "elu_derivative_from_y",
+]
+
+
+def _step(x, at_most_zero, above_zero):
+    """``above_zero`` if x > 0, ``at_most_zero`` if x <= 0, and NaN (x itself) if x is NaN."""
+    return above_zero if x > 0.0 else (at_most_zero if x <= 0.0 else x)
+
+
+# --- sigmoid: 1 / (1 + exp(-x)) ---------------------------------------------------------------
+# With e = exp(-|x|) in (0, 1]: sigmoid(x) = 1/(1+e) for x >= 0 and e/(1+e) for x < 0, so exp
+# never overflows and the tiny tail keeps full relative accuracy.
+
+def sigmoid(x):
+    e = exp(-fabs(x))
+    r = 1.0 / (1.0 + e)
+    return r if x >= 0.0 else e * r
+
+
+def sigmoid_derivative(x):
+    # s * (1 - s) = e / (1 + e)^2, symmetric in x; no cancellation in either tail
+    e = exp(-fabs(x))
+    r = 1.0 / (1.0 + e)
+    return e * r * r
+
+
+def sigmoid_and_derivative(x):
+    e = exp(-fabs(x))
+    r = 1.0 / (1.0 + e)
+    d = e * r * r
+    return (r if x >= 0.0 else e * r), d
+
+
+def sigmoid_derivative_from_y(y):
+    return y * (1.0 - y)
+
+
+# --- tanh ---------------------------------------------------------------------------------------
+def tanh(x):
+    return libm_tanh(x)
+
+
+def tanh_derivative(x):
+    # 1 - tanh(x)^2 = sech(x)^2 = 4 e / (1 + e)^2 with e = exp(-2|x|): accurate in the tails,
+    # where 1 - tanh^2 would cancel to 0 long before the true value underflows.
+    e = exp(-2.0 * fabs(x))
+    q = 1.0 + e
+    return 4.0 * e / (q * q)
+
+
+def tanh_and_derivative(x):
+    e = exp(-2.0 * fabs(x))
+    q = 1.0 + e
+    return libm_tanh(x), 4.0 * e / (q * q)
+
+
+def tanh_derivative_from_y(y):
+    # (1 - y)(1 + y): 1 - y is exact for y in [0.5, 1] (Sterbenz), unlike 1 - y*y
+    return (1.0 - y) * (1.0 + y)
+
+
+# --- relu: max(x, 0) ----------------------------------------------------------------------------
+
+def relu(x):
+    return 0.0 if x <= 0.0 else x  # NaN fails the test and is returned
+
+
+def relu_derivative(x):
+    return _step(x, 0.0, 1.0)
+
+
+def relu_derivative_from_y(y):
+    return _step(y, 0.0, 1.0)
+
+
+# --- leaky_relu: x if x > 0 else negative_slope * x ---------------------------------------------
+
+def leaky_relu(x, negative_slope):
+    return x if x > 0.0 else x * negative_slope
+
+
+def leaky_relu_derivative(x, negative_slope):
+    return _step(x, negative_slope, 1.0)
+
+
+def leaky_relu_derivative_from_y(y, negative_slope):
+    # valid for negative_slope >= 0, where y has the sign of x (registry: y_backward)
+    return _step(y, negative_slope, 1.0)
+
+
+# --- elu: x if x > 0 else alpha * (exp(x) - 1) --------------------------------------------------
+
+def elu(x, alpha):
+    return x if x > 0.0 else alpha * expm1(x)
+
+
+def elu_derivative(x, alpha):
+    return 1.0 if x > 0.0 else alpha * exp(x)  # exp(NaN) keeps NaN
+
+
+def elu_and_derivative(x, alpha):
+    if x > 0.0:
+        return x, 1.0
+    return alpha * expm1(x), alpha * exp(x)
+
+
+def elu_derivative_from_y(y, alpha):
+    # for x <= 0: y = alpha (e^x - 1), so alpha e^x = y + alpha (valid for alpha >= 0)
+    return 1.0 if y > 0.0 else y + alpha

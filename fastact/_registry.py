@@ -1,0 +1,210 @@
+"""The one list of fastact's operations.
+
+Every public function, kernel name, test case and benchmark group is derived from the
+:data:`OPS` table below.  Adding an op means: one :class:`OpSpec` here, its scalar formulas in
+``_math.py`` (elementwise ops), one kernel per backend module (generated for elementwise ops),
+and one documented wrapper in ``api.py``.
+
+This module is pure Python (no NumPy import): ``setup.py`` loads it by path to generate the
+Cython kernels from the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+#: Forms of an elementwise activation, in the order the API defines them.
+ELEMENTWISE_FORMS = ("forward", "derivative", "and_derivative", "backward")
+
+#: Forms of a row-wise op (softmax family).
+ROWWISE_FORMS = ("forward", "backward")
+
+#: dtypes the kernels are compiled for; float16 is computed in float32 and rounded once.
+KERNEL_DTYPES = ("float32", "float64")
+PUBLIC_DTYPES = ("float16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A scalar parameter of an op.
+
+    ``check`` names the validation rule applied in ``_validate.check_params``:
+    ``"finite"`` (any finite real), ``"nonnegative"``, ``"positive"``.
+    """
+
+    name: str
+    default: float
+    check: str = "finite"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Per-element accuracy bound in ULP of the result dtype (DESIGN.md section 4).
+
+    ``float16`` results are always held to 1 ULP of float16.  ``exact`` means bit-exact
+    against the correctly rounded reference.
+    """
+
+    float32: float
+    float64: float
+
+    @property
+    def exact(self) -> bool:
+        return self.float32 == 0 and self.float64 == 0
+
+    def ulps(self, dtype_name: str) -> float:
+        if dtype_name == "float16":
+            return 1.0
+        return getattr(self, dtype_name)
+
+
+EXACT = Bound(0, 0)
+DERIVATIVE_BOUND = Bound(8, 8)  # derivatives and backward, DESIGN.md section 4
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything fastact knows about one op.
+
+    Attributes
+    ----------
+    name : the public name (``fa.<name>``), the kernel prefix and the test/benchmark id.
+    kind : ``"elementwise"`` (formulas in ``_math.py``, kernels generated), ``"channel"``
+        (prelu: a per-channel weight) or ``"rowwise"`` (softmax family, along an axis).
+    params : scalar parameters, in signature order, with PyTorch's defaults.
+    forms : which public forms exist.
+    y_backward : ``None`` if ``NAME_backward`` cannot take ``y=``; otherwise a predicate on
+        the parameter dict telling whether the output determines the derivative.
+    bound : accuracy bound of the forward value.
+    domain : ``(lo, hi)`` of the interesting input range, for tests and plots.
+    bench_sizes : element counts used by the benchmark suite.
+    numpy_expr : the NumPy expression a user would write instead (benchmark baseline).
+    """
+
+    name: str
+    kind: str
+    params: tuple[Param, ...] = ()
+    forms: tuple[str, ...] = ELEMENTWISE_FORMS
+    y_backward: Callable[[Mapping[str, float]], bool] | None = None
+    y_backward_rule: str = ""
+    bound: Bound = EXACT
+    derivative_bound: Bound = DERIVATIVE_BOUND
+    domain: tuple[float, float] = (-8.0, 8.0)
+    bench_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000, 10_000_000)
+    numpy_expr: str = ""
+    summary: str = ""
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        return {p.name: p.default for p in self.params}
+
+    def public_name(self, form: str) -> str:
+        """``sigmoid`` + ``derivative`` -> ``sigmoid_derivative``; ``forward`` is the bare name."""
+        return self.name if form == "forward" else f"{self.name}_{form}"
+
+    def public_names(self) -> tuple[str, ...]:
+        return tuple(self.public_name(f) for f in self.forms)
+
+    def kernel_names(self) -> tuple[str, ...]:
+        """Kernel names every backend module defines for this op (DESIGN.md section 6)."""
+        names = [f"{self.name}_{f}" for f in self.forms]
+        if self.y_backward is not None:
+            names.append(f"{self.name}_backward_from_y")
+        return tuple(names)
+
+
+def _always(params: Mapping[str, float]) -> bool:
+    return True
+
+
+OPS: tuple[OpSpec, ...] = (
+    OpSpec(
+        "sigmoid", "elementwise",
+        y_backward=_always, y_backward_rule="always",
+        bound=Bound(4, 4), domain=(-20.0, 20.0),
+        numpy_expr="1 / (1 + np.exp(-x))",
+        summary="logistic function 1 / (1 + exp(-x))",
+    ),
+    OpSpec(
+        "tanh", "elementwise",
+        y_backward=_always, y_backward_rule="always",
+        bound=Bound(2, 2), domain=(-10.0, 10.0),
+        numpy_expr="np.tanh(x)",
+        summary="hyperbolic tangent",
+    ),
+    OpSpec(
+        "relu", "elementwise",
+        y_backward=_always, y_backward_rule="always",
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.maximum(x, 0)",
+        summary="rectified linear unit max(x, 0)",
+    ),
+    OpSpec(
+        "leaky_relu", "elementwise",
+        params=(Param("negative_slope", 0.01, "finite"),),
+        y_backward=lambda p: p["negative_slope"] >= 0,
+        y_backward_rule="negative_slope >= 0",
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.where(x > 0, x, x * 0.01)",
+        summary="x for x > 0, negative_slope * x otherwise",
+    ),
+    OpSpec(
+        "elu", "elementwise",
+        params=(Param("alpha", 1.0, "finite"),),
+        y_backward=lambda p: p["alpha"] >= 0,
+        y_backward_rule="alpha >= 0",
+        bound=Bound(4, 4), domain=(-20.0, 8.0),
+        numpy_expr="np.where(x > 0, x, np.expm1(x))",
+        summary="x for x > 0, alpha * (exp(x) - 1) otherwise",
+    ),
+    OpSpec(
+        "prelu", "channel",
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.where(x > 0, x, x * weight)",
+        summary="leaky ReLU with a learned slope per channel (axis 1)",
+    ),
+    OpSpec(
+        "softmax", "rowwise", forms=ROWWISE_FORMS,
+        domain=(-30.0, 30.0),
+        bench_sizes=(1_000, 100_000, 1_000_000, 10_000_000),
+        numpy_expr="e = np.exp(x - x.max(-1, keepdims=True)); e / e.sum(-1, keepdims=True)",
+        summary="exp(x / T) normalised along an axis",
+    ),
+    OpSpec(
+        "log_softmax", "rowwise", forms=ROWWISE_FORMS,
+        domain=(-30.0, 30.0),
+        numpy_expr="z = x - x.max(-1, keepdims=True); z - np.log(np.exp(z).sum(-1, keepdims=True))",
+        summary="log of softmax, computed as x/T - max - log(sum)",
+    ),
+)
+
+OPS_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
+
+
+def get(name: str) -> OpSpec:
+    try:
+        return OPS_BY_NAME[name]
+    except KeyError:
+        raise ValueError(
+            f"fastact: unknown op {name!r}; known ops: {', '.join(OPS_BY_NAME)}"
+        ) from None
+
+
+def elementwise_ops() -> tuple[OpSpec, ...]:
+    return tuple(op for op in OPS if op.kind == "elementwise")
+
+
+def public_names() -> tuple[str, ...]:
+    """Every public op function, derived from the table (tests compare with ``fastact.__all__``)."""
+    return tuple(n for op in OPS for n in op.public_names())
+
+
+def kernel_names() -> tuple[str, ...]:
+    """Every kernel each backend module must define."""
+    return tuple(n for op in OPS for n in op.kernel_names())

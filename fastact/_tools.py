@@ -1,0 +1,78 @@
+"""Helpers built on the public API: example arguments for every op/form, and warmup."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _dispatch, _registry
+
+
+def public_function(spec: _registry.OpSpec, form: str):
+    from . import api
+
+    return getattr(api, spec.public_name(form))
+
+
+def example_call(spec: _registry.OpSpec, form: str, x: np.ndarray, *, use_y: bool = False,
+                 params: dict | None = None):
+    """(function, args, kwargs) calling ``spec``'s ``form`` on input ``x``.
+
+    The extra operands are derived from ``x``: ``grad`` is a deterministic pattern of x's
+    shape and dtype, ``y`` is the forward result, prelu's weight has one value per channel.
+    Used by warmup, the benchmarks and the tests.
+    """
+    fn = public_function(spec, form)
+    kwargs = dict(spec.defaults if params is None else params)
+    args = [x]
+    if spec.kind == "channel":
+        channels = x.shape[1] if x.ndim >= 2 else 1
+        kwargs["weight"] = np.linspace(0.05, 0.3, channels).astype(x.dtype)
+    if form == "backward":
+        grad = (np.cos(np.arange(x.size, dtype=np.float64)) + 1.5).astype(x.dtype).reshape(
+            x.shape)
+        if spec.kind == "rowwise":
+            kwargs["y"] = public_function(spec, "forward")(x)
+        elif use_y:
+            forward_kwargs = {k: v for k, v in kwargs.items()}
+            kwargs["y"] = public_function(spec, "forward")(x, **forward_kwargs)
+        else:
+            kwargs["x"] = x
+        args = [grad]
+    if spec.kind == "channel" and form != "backward":
+        args.append(kwargs.pop("weight"))
+    return fn, args, kwargs
+
+
+def warmup(ops=None, dtypes=None) -> list[str]:
+    """Compile the kernels of ``ops`` (names; None = all) for ``dtypes`` (None = float32 and
+    float64; float16 runs the float32 kernels) ahead of the first real call, serial and
+    parallel variants.  Returns the names of the backends warmed up.
+
+    Only the Numba backend compiles at run time; with the on-disk cache a second process loads
+    the compiled code instead.
+    """
+    specs = _registry.OPS if ops is None else [_registry.get(o) for o in ops]
+    dtypes = [np.float32, np.float64] if dtypes is None else [np.dtype(d) for d in dtypes]
+    warmed = []
+    if not _dispatch.available("numba"):
+        return warmed
+    from .kernels import numba_cpu
+
+    saved = numba_cpu.PARALLEL_THRESHOLD
+    try:
+        for threshold in (0, 1 << 62):  # parallel twins, then serial twins
+            numba_cpu.PARALLEL_THRESHOLD = threshold
+            for spec in specs:
+                for dtype in dtypes:
+                    x = np.linspace(-2, 2, 12).astype(dtype).reshape(3, 4)
+                    for form in spec.forms:
+                        for use_y in ((False, True) if spec.y_backward and form == "backward"
+                                      else (False,)):
+                            fn, args, kwargs = example_call(spec, form, x, use_y=use_y)
+                            fn(*args, backend="numba", **kwargs)
+                            if spec.kind == "rowwise":  # masked variant
+                                fn(*args, backend="numba", where=x > -1.5, **kwargs)
+    finally:
+        numba_cpu.PARALLEL_THRESHOLD = saved
+    warmed.append("numba")
+    return warmed

@@ -1,0 +1,177 @@
+"""Argument checks and buffer allocation, in one place (DESIGN.md section 3).
+
+Everything here runs before any kernel: a bad argument raises with the public function's name
+(``fastact.sigmoid: out has shape (3,), expected (4,)``) and nothing has been written.  The
+kernels then see only C-contiguous native float32/float64 arrays: 1-D for elementwise ops,
+``(rows, C)`` for row-wise ops.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import numpy as np
+
+from . import _registry
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # pragma: no cover - numpy < 1.25
+    AxisError = np.AxisError
+
+F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
+_SUPPORTED = (F16, F32, F64)
+
+
+def _hint(fname: str, argname: str, what: str) -> TypeError:
+    return TypeError(
+        f"{fname}: {argname} must be a float16, float32 or float64 array, got {what}; "
+        f"convert it first, e.g. {argname}.astype(np.float32)")
+
+
+def as_array(fname: str, argname: str, obj) -> np.ndarray:
+    """The input as an ndarray of a supported float dtype (any layout, any byte order).
+
+    NumPy arrays and scalars keep their dtype (float16/32/64 only); Python floats and ints and
+    (nested) lists of them become float64.
+    """
+    if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        a = np.asarray(obj)
+        if a.dtype.kind != "f" or a.dtype.newbyteorder("=") not in _SUPPORTED:
+            raise _hint(fname, argname, f"dtype {a.dtype}")
+        return a
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (str, bytes)):
+        raise _hint(fname, argname, type(obj).__name__)
+    if isinstance(obj, (int, float, list, tuple)):
+        try:
+            a = np.asarray(obj)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{fname}: {argname} is not a rectangular list of numbers ({exc})")
+        if a.dtype.kind not in "iuf":
+            raise _hint(fname, argname, f"a list of {a.dtype} values")
+        return a.astype(F64)
+    raise _hint(fname, argname, f"{type(obj).__module__}.{type(obj).__name__}")
+
+
+def result_dtype(*arrays: np.ndarray) -> np.dtype:
+    return np.result_type(*[a.dtype.newbyteorder("=") for a in arrays])
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float16 is computed in float32 and rounded once at the end."""
+    return F32 if dtype == F16 else dtype
+
+
+def same_shape(fname: str, named: dict[str, np.ndarray]) -> tuple[int, ...]:
+    items = list(named.items())
+    shape = items[0][1].shape
+    for name, a in items[1:]:
+        if a.shape != shape:
+            raise ValueError(f"{fname}: {name} has shape {a.shape}, expected {shape} "
+                             f"(the shape of {items[0][0]}; fastact does not broadcast)")
+    return shape
+
+
+def flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous native 1-D view (or copy) in the compute dtype."""
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+# --- scalar parameters -------------------------------------------------------------------------
+
+def real_param(fname: str, name: str, value, check: str = "finite") -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+            value = value.item()
+        else:
+            raise TypeError(f"{fname}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{fname}: {name} must be finite, got {value}")
+    if check == "positive" and not value > 0:
+        raise ValueError(f"{fname}: {name} must be > 0, got {value}")
+    if check == "nonnegative" and not value >= 0:
+        raise ValueError(f"{fname}: {name} must be >= 0, got {value}")
+    return value
+
+
+def params(fname: str, spec: _registry.OpSpec, values: dict) -> tuple[float, ...]:
+    return tuple(real_param(fname, p.name, values[p.name], p.check) for p in spec.params)
+
+
+def normalize_axis(fname: str, axis, ndim: int) -> int:
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{fname}: axis must be an integer, got {type(axis).__name__}") from None
+    n = max(ndim, 1)  # a 0-d array is one row of one element
+    if not -n <= axis < n:
+        raise AxisError(axis, n, fname)
+    return axis % n
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+def check_out(fname: str, argname: str, out, shape: tuple, dtype: np.dtype):
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{fname}: {argname} must be a NumPy array or None, "
+                        f"got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{fname}: {argname} has shape {out.shape}, expected {shape}")
+    if out.dtype.kind != "f" or out.dtype.newbyteorder("=") != dtype:
+        raise TypeError(f"{fname}: {argname} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{fname}: {argname} is read-only")
+    return out
+
+
+def check_out_pair(fname: str, out, shape: tuple, dtype: np.dtype):
+    """``out`` of a two-result function: None or a 2-tuple of None/arrays that do not overlap."""
+    if out is None:
+        return None, None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"{fname}: out must be a 2-tuple of arrays (or None), "
+                        f"got {type(out).__name__}")
+    first = check_out(fname, "out[0]", out[0], shape, dtype)
+    second = check_out(fname, "out[1]", out[1], shape, dtype)
+    if first is not None and second is not None and np.shares_memory(first, second):
+        raise ValueError(f"{fname}: out[0] and out[1] overlap; they must be distinct buffers")
+    return first, second
+
+
+def _data_pointer(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def kernel_buffer(out, shape: tuple, dtype: np.dtype, inputs) -> np.ndarray:
+    """The C-contiguous compute-dtype array the kernel writes to.
+
+    It is ``out`` itself when that is safe: right dtype, C-contiguous, and either disjoint from
+    every kernel input or exactly the same memory as it (in place, element i read before
+    element i is written).  Otherwise a fresh buffer, copied into ``out`` by :func:`deliver`.
+    """
+    if (out is not None and out.dtype == dtype and out.flags.c_contiguous
+            and all(_safe_alias(out, a) for a in inputs)):
+        return out.reshape(-1) if out.ndim == 0 else out
+    return np.empty(shape, dtype)
+
+
+def _safe_alias(out: np.ndarray, a) -> bool:
+    if not isinstance(a, np.ndarray) or not np.may_share_memory(out, a):
+        return True
+    return (_data_pointer(out) == _data_pointer(a) and out.size == a.size
+            and a.flags.c_contiguous and a.dtype == out.dtype)
+
+
+def deliver(out, buffer: np.ndarray, shape: tuple, dtype: np.dtype):
+    """Return the result: ``out`` (filled) if given, else a new C-contiguous array."""
+    result = buffer.reshape(shape)
+    if out is None:
+        return result if result.dtype == dtype else result.astype(dtype)
+    if not np.may_share_memory(out, buffer):
+        np.copyto(out, result)
+    return out

@@ -1,0 +1,434 @@
+"""The public functions: one thin documented wrapper per op and form.
+
+Each wrapper validates its arguments (``_validate``), picks a backend (``_dispatch``) and calls
+that backend's kernel of the same name.  Docstrings are assembled from :data:`_DOCS` (formula,
+derivative, stable form, example) so that every form of an op says the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _dispatch, _registry, _validate
+from ._registry import OPS_BY_NAME
+
+_PREFIX = "fastact."
+
+
+# ------------------------------------------------------------------------------------------------
+# shared machinery
+# ------------------------------------------------------------------------------------------------
+
+def _call_kernel(module, kernel_name: str, *args) -> None:
+    getattr(module, kernel_name)(*args)
+
+
+def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _PREFIX + spec.public_name("backward" if form == "backward_from_y" else form)
+    named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
+    shape = _validate.same_shape(fname, named)
+    rdtype = _validate.result_dtype(*named.values())
+    cdtype = _validate.compute_dtype(rdtype)
+    params = _validate.params(fname, spec, param_values)
+    if form == "and_derivative":
+        outs = _validate.check_out_pair(fname, out, shape, rdtype)
+    else:
+        outs = (_validate.check_out(fname, "out", out, shape, rdtype),)
+    if form == "backward_from_y" and not spec.y_backward(dict(zip(spec.param_names, params))):
+        raise ValueError(f"{fname}: y= needs {spec.y_backward_rule}; pass x= instead")
+    _, module = _dispatch.resolve(backend)
+    flats = [_validate.flat(a, cdtype) for a in named.values()]
+    buffers = [_validate.kernel_buffer(o, shape, cdtype, flats) for o in outs]
+    if flats[0].size:
+        _call_kernel(module, f"{name}_{form}", *flats, *params,
+                     *[b.reshape(-1) for b in buffers])
+    results = tuple(_validate.deliver(o, b, shape, rdtype) for o, b in zip(outs, buffers))
+    return results if form == "and_derivative" else results[0]
+
+
+def _backward_input(fname: str, x, y):
+    if (x is None) == (y is None):
+        raise TypeError(f"{fname}: pass exactly one of x= (the input) or y= (the output)")
+    return ("x", x) if y is None else ("y", y)
+
+
+def _prelu_weight(fname: str, weight, x: np.ndarray):
+    """(float64 weights, inner block size, grad_weight shape, grad_weight dtype or None)."""
+    if isinstance(weight, (np.ndarray, np.generic)):
+        w = _validate.as_array(fname, "weight", weight)
+        if w.ndim > 1:
+            raise ValueError(f"{fname}: weight must be a scalar or 1-D, got shape {w.shape}")
+        wdtype = w.dtype.newbyteorder("=")
+    else:
+        w = np.asarray(_validate.real_param(fname, "weight", weight), dtype=np.float64)
+        wdtype = None
+    channels = w.size
+    if channels != 1 and not (x.ndim >= 2 and channels == x.shape[1]):
+        expected = f"1 or x.shape[1] = {x.shape[1]}" if x.ndim >= 2 else "1 (x has no channel axis)"
+        raise ValueError(f"{fname}: weight has {channels} elements, expected {expected}")
+    inner = x.size if channels == 1 else math.prod(x.shape[2:])
+    return np.ascontiguousarray(w, dtype=np.float64).reshape(-1), inner, w.shape, wdtype
+
+
+def _prelu(form: str, arrays: dict, weight, out, backend):
+    fname = _PREFIX + OPS_BY_NAME["prelu"].public_name(form)
+    named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
+    shape = _validate.same_shape(fname, named)
+    x = named["x"]
+    rdtype = _validate.result_dtype(*named.values())
+    cdtype = _validate.compute_dtype(rdtype)
+    w, inner, wshape, wdtype = _prelu_weight(fname, weight, x)
+    gw_dtype = wdtype if wdtype is not None else rdtype
+    if form == "and_derivative":
+        outs = _validate.check_out_pair(fname, out, shape, rdtype)
+    elif form == "backward":
+        if out is None:
+            out = (None, None)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise TypeError(f"{fname}: out must be a 2-tuple (grad_x, grad_weight) or None")
+        outs = (_validate.check_out(fname, "out[0]", out[0], shape, rdtype),)
+        gw_out = _validate.check_out(fname, "out[1]", out[1], wshape, gw_dtype)
+    else:
+        outs = (_validate.check_out(fname, "out", out, shape, rdtype),)
+    _, module = _dispatch.resolve(backend)
+    flats = [_validate.flat(a, cdtype) for a in named.values()]
+    buffers = [_validate.kernel_buffer(o, shape, cdtype, flats + [w]) for o in outs]
+    kernel_outs = [b.reshape(-1) for b in buffers]
+    grad_weight = np.zeros(w.size, np.float64)
+    if form == "backward":
+        kernel_outs.append(grad_weight)
+    if x.size:
+        _call_kernel(module, f"prelu_{form}", *flats, w, inner, *kernel_outs)
+    results = tuple(_validate.deliver(o, b, shape, rdtype) for o, b in zip(outs, buffers))
+    if form == "backward":
+        gw = grad_weight.reshape(wshape).astype(gw_dtype)
+        if gw_out is not None:
+            np.copyto(gw_out, gw)
+            gw = gw_out
+        return results[0], gw
+    return results if form == "and_derivative" else results[0]
+
+
+def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _PREFIX + spec.public_name(form)
+    named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
+    shape = _validate.same_shape(fname, named)
+    ndim = len(shape)
+    rdtype = _validate.result_dtype(*named.values())
+    cdtype = _validate.compute_dtype(rdtype)
+    ax = _validate.normalize_axis(fname, axis, ndim)
+    temperature = _validate.real_param(fname, "temperature", temperature, "positive")
+    out = _validate.check_out(fname, "out", out, shape, rdtype)
+    width = shape[ax] if ndim else 1
+    rows = math.prod(shape) // width if width else math.prod(s for i, s in enumerate(shape)
+                                                           if i != ax)
+    mask = _row_mask(fname, where, shape, ax, rows, width)
+    _, module = _dispatch.resolve(backend)
+
+    def to_rows(a, dtype):
+        moved = np.moveaxis(a, ax, -1) if ndim else a
+        return np.ascontiguousarray(moved, dtype=dtype).reshape(rows, width)
+
+    ins = [to_rows(a, cdtype) for a in named.values()]
+    last_axis = ndim == 0 or ax == ndim - 1
+    if last_axis:
+        buffer = _validate.kernel_buffer(out, shape, cdtype, ins)
+    else:
+        buffer = np.empty((rows, width), cdtype)
+    if rows * width:
+        _call_kernel(module, f"{name}_{form}", *ins, mask, temperature,
+                     buffer.reshape(rows, width))
+    if last_axis:
+        return _validate.deliver(out, buffer, shape, rdtype)
+    moved_shape = shape[:ax] + shape[ax + 1:] + (width,)
+    result = np.moveaxis(buffer.reshape(moved_shape), -1, ax)
+    if out is None:
+        return np.ascontiguousarray(result, dtype=rdtype)
+    np.copyto(out, result)
+    return out
+
+
+def _row_mask(fname: str, where, shape: tuple, ax: int, rows: int, width: int):
+    if where is None:
+        return None
+    m = np.asarray(where)
+    if m.dtype != np.bool_:
+        raise TypeError(f"{fname}: where must be a boolean array, got dtype {m.dtype}")
+    try:
+        m = np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"{fname}: where has shape {m.shape}, which does not broadcast to "
+                         f"{shape}") from None
+    if len(shape):
+        m = np.moveaxis(m, ax, -1)
+    return np.ascontiguousarray(m).view(np.uint8).reshape(rows, width)
+
+
+# ------------------------------------------------------------------------------------------------
+# documentation
+# ------------------------------------------------------------------------------------------------
+
+_COMMON_PARAMS = """\
+out : ndarray, optional
+    Where to write the result: same shape, same float dtype, writeable; it may be the input
+    itself (in place) or any view (written through its strides).
+backend : {None, 'numba', 'cython', 'numpy', 'cuda'}, optional
+    Force a backend.  Default: the ``use_backend`` context, then ``FASTACT_BACKEND``, then the
+    fastest available (see :func:`fastact.backends`)."""
+
+_PAIR_OUT = """\
+out : tuple of (ndarray or None, ndarray or None), optional
+    Buffers for the value and the derivative; each may alias ``x``, not each other.
+backend : str, optional
+    Force a backend (see the forward function)."""
+
+_X_DOC = """\
+x : array_like
+    Input.  float16, float32 and float64 arrays keep their dtype (float16 is computed in
+    float32 and rounded once); Python numbers and lists become float64; any shape, any
+    strides."""
+
+_FORM_SUMMARY = {
+    "forward": "{summary}, elementwise.",
+    "derivative": "Derivative of ``{name}`` with respect to its input, elementwise.",
+    "and_derivative": "Value and derivative of ``{name}`` in one pass over the input.",
+    "backward": "Backward pass of ``{name}``: ``grad * {name}'(x)`` in one pass.",
+}
+
+_FORM_RETURNS = {
+    "forward": "y : ndarray\n    ``{name}(x)``, C-contiguous, shape and dtype of the input.",
+    "derivative": "dydx : ndarray\n    ``{name}'(x)``, shape and dtype of the input.",
+    "and_derivative": "(y, dydx) : tuple of ndarray\n    Value and derivative.",
+    "backward": "grad_x : ndarray\n    ``grad * {name}'(x)``, shape of ``grad``.",
+}
+
+
+def _param_doc(spec: _registry.OpSpec, docs: dict) -> str:
+    lines = []
+    for p in spec.params:
+        lines.append(f"{p.name} : float, default {p.default}\n    {docs['params'][p.name]}")
+    return "\n".join(lines)
+
+
+def _elementwise_doc(spec: _registry.OpSpec, form: str) -> str:
+    docs = _DOCS[spec.name]
+    name = spec.name
+    parts = [_FORM_SUMMARY[form].format(summary=spec.summary[0].upper() + spec.summary[1:],
+                                        name=name), ""]
+    parts += [docs["formula"], ""]
+    parts += ["Parameters", "----------"]
+    if form == "backward":
+        parts.append("grad : array_like\n    Upstream gradient dL/dy, same shape as x or y.")
+        y_note = (f"``y=`` is accepted when {spec.y_backward_rule}"
+                  if spec.y_backward else "``y=`` is not accepted")
+        parts.append("x, y : array_like\n    Exactly one of them: the forward input ``x`` or "
+                     f"the forward output ``y``; {y_note}.")
+    elif name == "prelu":
+        parts.append(_X_DOC)
+    else:
+        parts.append(_X_DOC)
+    if docs.get("params"):
+        parts.append(_param_doc(spec, docs))
+    parts.append(_PAIR_OUT if form == "and_derivative" else _COMMON_PARAMS)
+    parts += ["", "Returns", "-------", _FORM_RETURNS[form].format(name=name), ""]
+    parts += ["Notes", "-----", docs["notes"],
+              f"Accuracy: {_bound_text(spec, form)} (DESIGN.md section 4).", ""]
+    parts += ["Examples", "--------", ">>> import numpy as np, fastact as fa",
+              docs["examples"][form].strip("\n")]
+    return "\n".join(parts) + "\n"
+
+
+def _bound_text(spec: _registry.OpSpec, form: str) -> str:
+    bound = spec.bound if form == "forward" else spec.derivative_bound
+    if bound.exact:
+        return "exact (the correctly rounded result)"
+    return (f"within {bound.float32:g} ULP (float32) / {bound.float64:g} ULP (float64) of the "
+            "exactly rounded result, 1 ULP for float16")
+
+
+def _document(op_name: str, form: str):
+    def deco(fn):
+        if op_name in _DOCS:
+            fn.__doc__ = _elementwise_doc(OPS_BY_NAME[op_name], form)
+        return fn
+    return deco
+
+
+from ._docs import DOCS as _DOCS  # noqa: E402  (long text kept out of the code)
+
+
+# ------------------------------------------------------------------------------------------------
+# elementwise activations
+# ------------------------------------------------------------------------------------------------
+
+@_document("sigmoid", "forward")
+def sigmoid(x, *, out=None, backend=None):
+    return _elementwise("sigmoid", "forward", {"x": x}, {}, out, backend)
+
+
+@_document("sigmoid", "derivative")
+def sigmoid_derivative(x, *, out=None, backend=None):
+    return _elementwise("sigmoid", "derivative", {"x": x}, {}, out, backend)
+
+
+@_document("sigmoid", "and_derivative")
+def sigmoid_and_derivative(x, *, out=None, backend=None):
+    return _elementwise("sigmoid", "and_derivative", {"x": x}, {}, out, backend)
+
+
+@_document("sigmoid", "backward")
+def sigmoid_backward(grad, *, x=None, y=None, out=None, backend=None):
+    which, value = _backward_input("fastact.sigmoid_backward", x, y)
+    form = "backward" if which == "x" else "backward_from_y"
+    return _elementwise("sigmoid", form, {"grad": grad, which: value}, {}, out, backend)
+
+
+@_document("tanh", "forward")
+def tanh(x, *, out=None, backend=None):
+    return _elementwise("tanh", "forward", {"x": x}, {}, out, backend)
+
+
+@_document("tanh", "derivative")
+def tanh_derivative(x, *, out=None, backend=None):
+    return _elementwise("tanh", "derivative", {"x": x}, {}, out, backend)
+
+
+@_document("tanh", "and_derivative")
+def tanh_and_derivative(x, *, out=None, backend=None):
+    return _elementwise("tanh", "and_derivative", {"x": x}, {}, out, backend)
+
+
+@_document("tanh", "backward")
+def tanh_backward(grad, *, x=None, y=None, out=None, backend=None):
+    which, value = _backward_input("fastact.tanh_backward", x, y)
+    form = "backward" if which == "x" else "backward_from_y"
+    return _elementwise("tanh", form, {"grad": grad, which: value}, {}, out, backend)
+
+
+@_document("relu", "forward")
+def relu(x, *, out=None, backend=None):
+    return _elementwise("relu", "forward", {"x": x}, {}, out, backend)
+
+
+@_document("relu", "derivative")
+def relu_derivative(x, *, out=None, backend=None):
+    return _elementwise("relu", "derivative", {"x": x}, {}, out, backend)
+
+
+@_document("relu", "and_derivative")
+def relu_and_derivative(x, *, out=None, backend=None):
+    return _elementwise("relu", "and_derivative", {"x": x}, {}, out, backend)
+
+
+@_document("relu", "backward")
+def relu_backward(grad, *, x=None, y=None, out=None, backend=None):
+    which, value = _backward_input("fastact.relu_backward", x, y)
+    form = "backward" if which == "x" else "backward_from_y"
+    return _elementwise("relu", form, {"grad": grad, which: value}, {}, out, backend)
+
+
+@_document("leaky_relu", "forward")
+def leaky_relu(x, *, negative_slope=0.01, out=None, backend=None):
+    return _elementwise("leaky_relu", "forward", {"x": x},
+                        {"negative_slope": negative_slope}, out, backend)
+
+
+@_document("leaky_relu", "derivative")
+def leaky_relu_derivative(x, *, negative_slope=0.01, out=None, backend=None):
+    return _elementwise("leaky_relu", "derivative", {"x": x},
+                        {"negative_slope": negative_slope}, out, backend)
+
+
+@_document("leaky_relu", "and_derivative")
+def leaky_relu_and_derivative(x, *, negative_slope=0.01, out=None, backend=None):
+    return _elementwise("leaky_relu", "and_derivative", {"x": x},
+                        {"negative_slope": negative_slope}, out, backend)
+
+
+@_document("leaky_relu", "backward")
+def leaky_relu_backward(grad, *, x=None, y=None, negative_slope=0.01, out=None, backend=None):
+    which, value = _backward_input("fastact.leaky_relu_backward", x, y)
+    form = "backward" if which == "x" else "backward_from_y"
+    return _elementwise("leaky_relu", form, {"grad": grad, which: value},
+                        {"negative_slope": negative_slope}, out, backend)
+
+
+@_document("elu", "forward")
+def elu(x, *, alpha=1.0, out=None, backend=None):
+    return _elementwise("elu", "forward", {"x": x}, {"alpha": alpha}, out, backend)
+
+
+@_document("elu", "derivative")
+def elu_derivative(x, *, alpha=1.0, out=None, backend=None):
+    return _elementwise("elu", "derivative", {"x": x}, {"alpha": alpha}, out, backend)
+
+
+@_document("elu", "and_derivative")
+def elu_and_derivative(x, *, alpha=1.0, out=None, backend=None):
+    return _elementwise("elu", "and_derivative", {"x": x}, {"alpha": alpha}, out, backend)
+
+
+@_document("elu", "backward")
+def elu_backward(grad, *, x=None, y=None, alpha=1.0, out=None, backend=None):
+    which, value = _backward_input("fastact.elu_backward", x, y)
+    form = "backward" if which == "x" else "backward_from_y"
+    return _elementwise("elu", form, {"grad": grad, which: value}, {"alpha": alpha}, out,
+                        backend)
+
+
+# ------------------------------------------------------------------------------------------------
+# prelu
+# ------------------------------------------------------------------------------------------------
+
+@_document("prelu", "forward")
+def prelu(x, weight, *, out=None, backend=None):
+    return _prelu("forward", {"x": x}, weight, out, backend)
+
+
+@_document("prelu", "derivative")
+def prelu_derivative(x, weight, *, out=None, backend=None):
+    return _prelu("derivative", {"x": x}, weight, out, backend)
+
+
+@_document("prelu", "and_derivative")
+def prelu_and_derivative(x, weight, *, out=None, backend=None):
+    return _prelu("and_derivative", {"x": x}, weight, out, backend)
+
+
+@_document("prelu", "backward")
+def prelu_backward(grad, *, x, weight, out=None, backend=None):
+    return _prelu("backward", {"grad": grad, "x": x}, weight, out, backend)
+
+
+# ------------------------------------------------------------------------------------------------
+# softmax family
+# ------------------------------------------------------------------------------------------------
+
+def softmax(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    return _rowwise("softmax", "forward", {"x": x}, axis, where, temperature, out, backend)
+
+
+def log_softmax(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    return _rowwise("log_softmax", "forward", {"x": x}, axis, where, temperature, out, backend)
+
+
+def softmax_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    return _rowwise("softmax", "backward", {"grad": grad, "y": y}, axis, where, temperature,
+                    out, backend)
+
+
+def log_softmax_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=None,
+                         backend=None):
+    return _rowwise("log_softmax", "backward", {"grad": grad, "y": y}, axis, where,
+                    temperature, out, backend)
+
+
+from ._docs import ROW_DOCS as _ROW_DOCS  # noqa: E402
+
+for _fn in (softmax, log_softmax, softmax_backward, log_softmax_backward):
+    _fn.__doc__ = _ROW_DOCS.get(_fn.__name__)
+del _fn

@@ -1,0 +1,443 @@
+"""Numba CPU backend: ``@njit(parallel=True)`` kernels with ``prange``, and serial twins.
+
+Kernel conventions (shared by every backend module, DESIGN.md section 6): destination passing,
+``<op>_<form>(inputs..., params..., outputs...)``, returning nothing.  Arrays arrive C-contiguous,
+native-endian, float32 or float64 (``_validate`` guarantees it); elementwise kernels see 1-D
+arrays, row-wise kernels 2-D ``(rows, C)`` arrays, prelu a flat array plus the size ``inner`` of
+one channel block.  Empty inputs never reach a kernel.
+
+How the kernels are made:
+
+* every scalar formula of ``fastact/_math.py`` is compiled with ``njit(inline='always')`` in a
+  private namespace (:func:`_bind_formulas`), so formulas written once are inlined into loops;
+* the loops are generated from the registry as source text (:func:`_kernel_source`), compiled
+  once per variant: ``<kernel>__parallel`` uses ``prange`` and ``<kernel>__serial`` is a distinct
+  function (Numba's cache key ignores ``parallel=``, DESIGN.md section 8);
+* the public kernel ``<kernel>`` picks the serial twin below ``PARALLEL_THRESHOLD`` elements or
+  in a forked child (GNU OpenMP is not fork-safe).
+
+Compiled code is cached on disk in ``<cache dir>/numba-<salt>``, where the salt hashes the
+sources of this file, ``_math.py`` and ``_registry.py`` and the Numba version: Numba itself only
+checks the defining file's timestamp, which would reuse stale code after a formula change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import math
+import os
+import types
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import _config, _math, _registry
+
+#: Compilation options for every kernel.  Never ``fastmath`` (DESIGN.md section 4).
+#: ``error_model='numpy'``: division by zero gives inf/NaN instead of a check that blocks
+#: vectorisation (DESIGN.md section 5).
+JIT_OPTIONS = dict(error_model="numpy", nogil=True)
+
+_SOURCE_FILES = (__file__, _math.__file__, _registry.__file__)
+_GENERATED_FILENAME = "<fastact.kernels.numba_cpu generated>"
+
+
+# --------------------------------------------------------------------------------------------
+# disk cache with a salted location
+# --------------------------------------------------------------------------------------------
+
+def _salt() -> str:
+    h = hashlib.sha256(numba.__version__.encode())
+    for path in _SOURCE_FILES:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+CACHE_PATH: str | None = None
+CACHE_REASON = "disabled by FASTACT_NO_CACHE" if _config.NO_CACHE else ""
+
+
+def _install_cache_locator() -> None:
+    """Let Numba cache our generated kernels in a salted directory, if one is writable."""
+    global CACHE_PATH, CACHE_REASON
+    if _config.NO_CACHE:
+        return
+    path = os.path.join(_config.cache_dir(), f"numba-{_salt()}")
+    if not _config.writable_dir(path):
+        CACHE_REASON = f"cache dir {path} is not writable; kernels compile in every process"
+        return
+    try:
+        from numba.core import caching
+    except ImportError as exc:  # pragma: no cover - very old or very new numba
+        CACHE_REASON = f"numba caching API unavailable ({exc})"
+        return
+
+    class _FastactLocator(caching._CacheLocator):
+        def __init__(self, py_func, py_file):
+            self._lineno = py_func.__code__.co_firstlineno
+
+        def get_cache_path(self):
+            return path
+
+        def get_source_stamp(self):
+            return _SALT  # the directory is already salted; the stamp just has to be stable
+
+        def get_disambiguator(self):
+            return str(self._lineno)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if py_file == _GENERATED_FILENAME:
+                return cls(py_func, py_file)
+            return None
+
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
+    impl._locator_classes.insert(0, _FastactLocator)
+    CACHE_PATH = path
+
+
+_SALT = _salt()
+_install_cache_locator()
+
+
+def _jit_kernel(fn, parallel: bool):
+    """Compile options for a generated kernel; fall back to no cache rather than fail."""
+    if CACHE_PATH is not None:
+        try:
+            return njit(parallel=parallel, cache=True, **JIT_OPTIONS)(fn)
+        except RuntimeError:  # e.g. NUMBA_CACHE_LOCATOR_CLASSES excludes our locator
+            pass
+    return njit(parallel=parallel, **JIT_OPTIONS)(fn)
+
+
+# --------------------------------------------------------------------------------------------
+# formulas: _math.py compiled for the CPU
+# --------------------------------------------------------------------------------------------
+
+def _bind_formulas(module, decorate) -> dict:
+    """Re-create every function of ``module`` in a fresh namespace and decorate it.
+
+    The functions keep their code; only their globals change, so that calls between formulas
+    resolve to the decorated versions.  (The CUDA backend binds the same code with
+    ``cuda.jit(device=True)``.)
+    """
+    ns = dict(vars(module))
+    for name, obj in list(ns.items()):
+        if isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__:
+            clone = types.FunctionType(obj.__code__, ns, name, obj.__defaults__, obj.__closure__)
+            clone.__qualname__ = obj.__qualname__
+            ns[name] = decorate(clone)
+    return ns
+
+
+FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS))
+
+
+# --------------------------------------------------------------------------------------------
+# row kernels (softmax family) and prelu blocks: one body each, looped by generated kernels
+# --------------------------------------------------------------------------------------------
+
+@njit(inline="always", **JIT_OPTIONS)
+def _kept(mask, r, j):
+    return True if mask is None else mask[r, j] != 0
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _row_max(x, mask, r):
+    """Max of the kept entries of row r (NaN skipped: it reaches the sum instead), and whether
+    any entry is kept."""
+    m = -np.inf
+    any_kept = False
+    for j in range(x.shape[1]):
+        if _kept(mask, r, j):
+            any_kept = True
+            v = x[r, j]
+            if v > m:
+                m = v
+    return np.float64(m), any_kept
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _softmax_row(x, mask, temperature, out, r, log):
+    m, any_kept = _row_max(x, mask, r)
+    n = x.shape[1]
+    if not any_kept:  # fully masked row: softmax 0, log_softmax -inf, never NaN
+        fill = -np.inf if log else 0.0
+        for j in range(n):
+            out[r, j] = fill
+        return
+    # sum of exp((x - max) / T) in float64 with Neumaier compensation
+    s = 0.0
+    c = 0.0
+    for j in range(n):
+        if _kept(mask, r, j):
+            e = math.exp((np.float64(x[r, j]) - m) / temperature)
+            if not log:
+                out[r, j] = e
+            t = s + e
+            c += (s - t) + e if abs(s) >= abs(e) else (e - t) + s
+            s = t
+        elif not log:
+            out[r, j] = 0.0
+    s += c
+    if log:
+        ls = math.log(s)
+        for j in range(n):
+            if _kept(mask, r, j):
+                out[r, j] = (np.float64(x[r, j]) - m) / temperature - ls
+            else:
+                out[r, j] = -np.inf
+    else:
+        for j in range(n):
+            if _kept(mask, r, j):
+                out[r, j] = out[r, j] / s
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _softmax_backward_row(grad, y, mask, temperature, out, r, log):
+    # softmax:     dx = y * (g - sum(g * y)) / T
+    # log_softmax: dx = (g - exp(y) * sum(g)) / T
+    n = y.shape[1]
+    s = 0.0
+    c = 0.0
+    for j in range(n):
+        if _kept(mask, r, j):
+            term = np.float64(grad[r, j]) if log else np.float64(grad[r, j]) * np.float64(y[r, j])
+            t = s + term
+            c += (s - t) + term if abs(s) >= abs(term) else (term - t) + s
+            s = t
+    s += c
+    for j in range(n):
+        if _kept(mask, r, j):
+            if log:
+                out[r, j] = (grad[r, j] - math.exp(y[r, j]) * s) / temperature
+            else:
+                out[r, j] = y[r, j] * (grad[r, j] - s) / temperature
+        else:
+            out[r, j] = 0.0
+
+
+#: prelu works on blocks of one channel: element i of the flat array is in channel
+#: (i // inner) % C.  Blocks let a single channel (a scalar weight) still use every thread.
+PRELU_BLOCK = 1 << 14
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _prelu_block(b, inner, nblk, weight):
+    row = b // nblk
+    start = row * inner + (b % nblk) * PRELU_BLOCK
+    stop = min(start + PRELU_BLOCK, (row + 1) * inner)
+    return start, stop, weight[row % weight.size]
+
+
+def _define_prelu_bodies():
+    leaky = FORMULAS["leaky_relu"]
+    leaky_d = FORMULAS["leaky_relu_derivative"]
+
+    @njit(inline="always", **JIT_OPTIONS)
+    def forward(x, weight, inner, nblk, out, b):
+        start, stop, w = _prelu_block(b, inner, nblk, weight)
+        for i in range(start, stop):
+            out[i] = leaky(x[i], w)
+
+    @njit(inline="always", **JIT_OPTIONS)
+    def derivative(x, weight, inner, nblk, out, b):
+        start, stop, w = _prelu_block(b, inner, nblk, weight)
+        for i in range(start, stop):
+            out[i] = leaky_d(x[i], w)
+
+    @njit(inline="always", **JIT_OPTIONS)
+    def and_derivative(x, weight, inner, nblk, out, dout, b):
+        start, stop, w = _prelu_block(b, inner, nblk, weight)
+        for i in range(start, stop):
+            v = x[i]
+            out[i] = leaky(v, w)
+            dout[i] = leaky_d(v, w)
+
+    @njit(inline="always", **JIT_OPTIONS)
+    def backward(grad, x, weight, inner, nblk, out, partial, b):
+        # grad_x = grad * prelu'(x); d prelu / d weight = x where x <= 0 (0 for x > 0, NaN kept)
+        start, stop, w = _prelu_block(b, inner, nblk, weight)
+        acc = 0.0
+        for i in range(start, stop):
+            v = x[i]
+            g = grad[i]
+            out[i] = g * leaky_d(v, w)
+            if not v > 0.0:
+                acc += np.float64(g) * np.float64(v)
+        partial[b] = acc
+
+    return forward, derivative, and_derivative, backward
+
+
+(_prelu_forward_block, _prelu_derivative_block, _prelu_and_derivative_block,
+ _prelu_backward_block) = _define_prelu_bodies()
+
+
+# --------------------------------------------------------------------------------------------
+# kernel generation
+# --------------------------------------------------------------------------------------------
+
+def _elementwise_specs(op: _registry.OpSpec):
+    """(kernel name, arguments, loop length, loop body) for each kernel of an elementwise op."""
+    p = "".join(f"{n}, " for n in op.param_names)
+    pa = "".join(f", {n}" for n in op.param_names)
+    f = f"F_{op.name}"
+    fused = f"F_{op.name}_and_derivative"
+    if f"{op.name}_and_derivative" not in FORMULAS:
+        fused_call = f"({f}(x[i]{pa}), {f}_derivative(x[i]{pa}))"
+    else:
+        fused_call = f"{fused}(x[i]{pa})"
+    specs = [
+        (f"{op.name}_forward", f"x, {p}out", "x.size", f"out[i] = {f}(x[i]{pa})"),
+        (f"{op.name}_derivative", f"x, {p}out", "x.size", f"out[i] = {f}_derivative(x[i]{pa})"),
+        (f"{op.name}_and_derivative", f"x, {p}out, dout", "x.size",
+         f"v, d = {fused_call}\n        out[i] = v\n        dout[i] = d"),
+        (f"{op.name}_backward", f"grad, x, {p}out", "x.size",
+         f"out[i] = grad[i] * {f}_derivative(x[i]{pa})"),
+    ]
+    if op.y_backward is not None:
+        specs.append((f"{op.name}_backward_from_y", f"grad, y, {p}out", "y.size",
+                      f"out[i] = grad[i] * {f}_derivative_from_y(y[i]{pa})"))
+    return specs
+
+
+def _other_specs():
+    nblk = "(inner + PRELU_BLOCK - 1) // PRELU_BLOCK"
+    return [
+        ("softmax_forward", "x, mask, temperature, out", "x.shape[0]",
+         "_softmax_row(x, mask, temperature, out, i, False)"),
+        ("log_softmax_forward", "x, mask, temperature, out", "x.shape[0]",
+         "_softmax_row(x, mask, temperature, out, i, True)"),
+        ("softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
+         "_softmax_backward_row(grad, y, mask, temperature, out, i, False)"),
+        ("log_softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
+         "_softmax_backward_row(grad, y, mask, temperature, out, i, True)"),
+        ("prelu_forward", "x, weight, inner, out", f"x.size // inner * {nblk}",
+         f"_prelu_forward_block(x, weight, inner, {nblk}, out, i)"),
+        ("prelu_derivative", "x, weight, inner, out", f"x.size // inner * {nblk}",
+         f"_prelu_derivative_block(x, weight, inner, {nblk}, out, i)"),
+        ("prelu_and_derivative", "x, weight, inner, out, dout", f"x.size // inner * {nblk}",
+         f"_prelu_and_derivative_block(x, weight, inner, {nblk}, out, dout, i)"),
+    ]
+
+
+_KERNEL_TEMPLATE = """
+def {name}__{variant}({args}):
+    for i in {loop}({count}):
+        {body}
+"""
+
+# prelu_backward needs a reduction after its loop: written out rather than templated.
+_PRELU_BACKWARD_TEMPLATE = """
+def prelu_backward__{variant}(grad, x, weight, inner, out, grad_weight):
+    nblk = (inner + PRELU_BLOCK - 1) // PRELU_BLOCK
+    rows = x.size // inner
+    partial = np.empty(rows * nblk, np.float64)
+    for i in {loop}(rows * nblk):
+        _prelu_backward_block(grad, x, weight, inner, nblk, out, partial, i)
+    for c in range(grad_weight.size):
+        grad_weight[c] = 0.0
+    for b in range(rows * nblk):
+        grad_weight[(b // nblk) % grad_weight.size] += partial[b]
+"""
+
+
+def _kernel_source() -> tuple[str, list[tuple[str, str]]]:
+    """The whole generated module, and (kernel name, size argument) per kernel."""
+    specs = [s for op in _registry.elementwise_ops() for s in _elementwise_specs(op)]
+    specs += _other_specs()
+    chunks = []
+    for name, args, count, body in specs:
+        for variant, loop in (("parallel", "prange"), ("serial", "range")):
+            chunks.append(_KERNEL_TEMPLATE.format(
+                name=name, variant=variant, args=args, loop=loop, count=count, body=body))
+    for variant, loop in (("parallel", "prange"), ("serial", "range")):
+        chunks.append(_PRELU_BACKWARD_TEMPLATE.format(variant=variant, loop=loop))
+    names = [(s[0], s[1].split(",")[0]) for s in specs] + [("prelu_backward", "grad")]
+    return "".join(chunks), names
+
+
+def _namespace() -> dict:
+    ns = {"np": np, "prange": prange, "PRELU_BLOCK": PRELU_BLOCK}
+    for name, fn in FORMULAS.items():
+        if isinstance(fn, numba.core.registry.CPUDispatcher):
+            ns[f"F_{name}"] = fn
+    ns.update({k: v for k, v in globals().items() if k.startswith("_") and
+               isinstance(v, numba.core.registry.CPUDispatcher)})
+    return ns
+
+
+_in_forked_child = False
+
+
+def _after_fork_in_child() -> None:
+    global _in_forked_child
+    _in_forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+#: Element count from which the parallel twin runs (``fastact.warmup`` lowers it to 0 briefly to
+#: compile both twins).
+PARALLEL_THRESHOLD = _config.PARALLEL_THRESHOLD
+
+
+def _pick(name: str, parallel, serial):
+    def kernel(*args):
+        if args[0].size >= PARALLEL_THRESHOLD and not _in_forked_child:
+            parallel(*args)
+        else:
+            serial(*args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.parallel = parallel
+    kernel.serial = serial
+    return kernel
+
+
+def _build() -> dict:
+    source, names = _kernel_source()
+    # register the generated text so tracebacks and Numba's error messages can show it
+    linecache.cache[_GENERATED_FILENAME] = (len(source), None, source.splitlines(True),
+                                            _GENERATED_FILENAME)
+    ns = _namespace()
+    exec(compile(source, _GENERATED_FILENAME, "exec"), ns)
+    kernels = {}
+    for name, _ in names:
+        kernels[name] = _pick(name, _jit_kernel(ns[f"{name}__parallel"], True),
+                              _jit_kernel(ns[f"{name}__serial"], False))
+    return kernels
+
+
+KERNELS = _build()
+globals().update(KERNELS)
+GENERATED_SOURCE = linecache.cache[_GENERATED_FILENAME][2]
+
+
+def set_num_threads(n: int) -> None:
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def get_num_threads() -> int:
+    return numba.get_num_threads()
+
+
+def info() -> dict:
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not initialised yet (chosen at the first parallel call)"
+    return {
+        "version": numba.__version__,
+        "threads": numba.get_num_threads(),
+        "max_threads": numba.config.NUMBA_NUM_THREADS,
+        "threading_layer": layer,
+        "parallel_threshold": PARALLEL_THRESHOLD,
+        "cache": CACHE_PATH or CACHE_REASON,
+    }

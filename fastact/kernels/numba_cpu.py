@@ -41,7 +41,7 @@ from .. import _config, _math, _registry
 JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 
 _SOURCE_FILES = (__file__, _math.__file__, _registry.__file__)
-_GENERATED_FILENAME = "<fastact.kernels.numba_cpu generated>"
+_GENERATED_FILENAME = "<fastact_numba_cpu_generated>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,7 +362,9 @@ def _kernel_source() -> tuple[str, list[tuple[str, str]]]:
 
 
 def _namespace() -> dict:
-    ns = {"np": np, "prange": prange, "PRELU_BLOCK": PRELU_BLOCK}
+    # __name__ makes the generated functions belong to this module, which Numba re-imports
+    # when it loads them from the disk cache
+    ns = {"__name__": __name__, "np": np, "prange": prange, "PRELU_BLOCK": PRELU_BLOCK}
     for name, fn in FORMULAS.items():
         if isinstance(fn, numba.core.registry.CPUDispatcher):
             ns[f"F_{name}"] = fn

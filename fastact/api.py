@@ -182,7 +182,7 @@ backend : {None, 'numba', 'cython', 'numpy', 'cuda'}, optional
 
 _PAIR_OUT = """\
 out : tuple of (ndarray or None, ndarray or None), optional
-    Buffers for the value and the derivative; each may alias ``x``, not each other.
+    Buffers for the two results; each may alias an input, not each other.
 backend : str, optional
     Force a backend (see the forward function)."""
 
@@ -221,20 +221,29 @@ def _elementwise_doc(spec: _registry.OpSpec, form: str) -> str:
                                         name=name), ""]
     parts += [docs["formula"], ""]
     parts += ["Parameters", "----------"]
-    if form == "backward":
+    if form == "backward" and spec.kind == "channel":
+        parts.append("grad : array_like\n    Upstream gradient dL/dy, same shape as x.")
+        parts.append("x : array_like\n    The forward input (keyword-only).")
+    elif form == "backward":
         parts.append("grad : array_like\n    Upstream gradient dL/dy, same shape as x or y.")
         y_note = (f"``y=`` is accepted when {spec.y_backward_rule}"
                   if spec.y_backward else "``y=`` is not accepted")
         parts.append("x, y : array_like\n    Exactly one of them: the forward input ``x`` or "
                      f"the forward output ``y``; {y_note}.")
-    elif name == "prelu":
-        parts.append(_X_DOC)
     else:
         parts.append(_X_DOC)
+    if name == "prelu":
+        parts.append("weight : float or array_like\n    Slope(s) for x <= 0: one, or one per "
+                     "channel (axis 1).")
     if docs.get("params"):
         parts.append(_param_doc(spec, docs))
-    parts.append(_PAIR_OUT if form == "and_derivative" else _COMMON_PARAMS)
-    parts += ["", "Returns", "-------", _FORM_RETURNS[form].format(name=name), ""]
+    pair = form == "and_derivative" or (form == "backward" and spec.kind == "channel")
+    parts.append(_PAIR_OUT if pair else _COMMON_PARAMS)
+    returns = _FORM_RETURNS[form].format(name=name)
+    if form == "backward" and spec.kind == "channel":
+        returns = ("(grad_x, grad_weight) : tuple of ndarray\n    ``grad * prelu'(x)`` and the "
+                   "gradient of the weight, shaped like it.")
+    parts += ["", "Returns", "-------", returns, ""]
     parts += ["Notes", "-----", docs["notes"],
               f"Accuracy: {_bound_text(spec, form)} (DESIGN.md section 4).", ""]
     parts += ["Examples", "--------", ">>> import numpy as np, fastact as fa",
@@ -252,8 +261,7 @@ def _bound_text(spec: _registry.OpSpec, form: str) -> str:
 
 def _document(op_name: str, form: str):
     def deco(fn):
-        if op_name in _DOCS:
-            fn.__doc__ = _elementwise_doc(OPS_BY_NAME[op_name], form)
+        fn.__doc__ = _elementwise_doc(OPS_BY_NAME[op_name], form)
         return fn
     return deco
 
@@ -430,5 +438,5 @@ def log_softmax_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=N
 from ._docs import ROW_DOCS as _ROW_DOCS  # noqa: E402
 
 for _fn in (softmax, log_softmax, softmax_backward, log_softmax_backward):
-    _fn.__doc__ = _ROW_DOCS.get(_fn.__name__)
+    _fn.__doc__ = _ROW_DOCS[_fn.__name__]
 del _fn

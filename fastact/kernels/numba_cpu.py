@@ -433,8 +433,9 @@ def get_num_threads() -> int:
 def info() -> dict:
     try:
         layer = numba.threading_layer()
-    except ValueError:
-        layer = "not initialised yet (chosen at the first parallel call)"
+    except ValueError:  # chosen at the first parallel call: make one (tiny, cached) to know it
+        KERNELS["relu_forward"].parallel(np.zeros(1), np.zeros(1))
+        layer = numba.threading_layer()
     return {
         "version": numba.__version__,
         "threads": numba.get_num_threads(),

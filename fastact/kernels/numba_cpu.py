@@ -306,7 +306,7 @@ def _elementwise_specs(op: _registry.OpSpec):
 
 
 def _other_specs():
-    nblk = "(inner + PRELU_BLOCK - 1) // PRELU_BLOCK"
+    nblk = "((inner + PRELU_BLOCK - 1) // PRELU_BLOCK)"
     return [
         ("softmax_forward", "x, mask, temperature, out", "x.shape[0]",
          "_softmax_row(x, mask, temperature, out, i, False)"),

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_quiet = np.errstate(all="ignore")
+def _quiet():
+    return np.errstate(all="ignore")  # a fresh context each time: errstate is not reentrant
 
 
 def _nan_step(x, at_most_zero, above_zero):
@@ -91,17 +92,17 @@ def _define(name, value, derivative, derivative_from_y):
     # otherwise round the parameter to float32 first).
     def forward(x, *args):
         *params, out = map_params(args)
-        with _quiet:
+        with _quiet():
             out[...] = value(x, *params)
 
     def derivative_kernel(x, *args):
         *params, out = map_params(args)
-        with _quiet:
+        with _quiet():
             out[...] = derivative(x, *params)
 
     def and_derivative(x, *args):
         *params, out, dout = map_params(args)
-        with _quiet:
+        with _quiet():
             v = value(x, *params)
             d = derivative(x, *params)
         out[...] = v
@@ -109,12 +110,12 @@ def _define(name, value, derivative, derivative_from_y):
 
     def backward(grad, x, *args):
         *params, out = map_params(args)
-        with _quiet:
+        with _quiet():
             out[...] = grad * derivative(x, *params)
 
     def backward_from_y(grad, y, *args):
         *params, out = map_params(args)
-        with _quiet:
+        with _quiet():
             out[...] = grad * derivative_from_y(y, *params)
 
     kernels = {
@@ -147,18 +148,18 @@ def _channel_weight(x, weight, inner):
 
 
 def prelu_forward(x, weight, inner, out):
-    with _quiet:
+    with _quiet():
         out[...] = _leaky(x, _channel_weight(x, weight, inner))
 
 
 def prelu_derivative(x, weight, inner, out):
-    with _quiet:
+    with _quiet():
         out[...] = _leaky_d(x, _channel_weight(x, weight, inner))
 
 
 def prelu_and_derivative(x, weight, inner, out, dout):
     w = _channel_weight(x, weight, inner)
-    with _quiet:
+    with _quiet():
         v = _leaky(x, w)
         d = _leaky_d(x, w)
     out[...] = v
@@ -167,7 +168,7 @@ def prelu_and_derivative(x, weight, inner, out, dout):
 
 def prelu_backward(grad, x, weight, inner, out, grad_weight):
     w = _channel_weight(x, weight, inner)
-    with _quiet:
+    with _quiet():
         gx = grad * _leaky_d(x, w)
         contrib = np.where(x > 0, 0, grad.astype(np.float64) * x.astype(np.float64))
     out[...] = gx
@@ -182,7 +183,7 @@ def _rows(x, mask, temperature, log):
     wide = np.promote_types(x.dtype, np.float64)
     xw = x.astype(wide)
     keep = np.ones(x.shape, bool) if mask is None else mask.astype(bool)
-    with _quiet:
+    with _quiet():
         masked = np.where(keep, xw, -np.inf)
         # the max skips NaN (NaN then reaches the sum and makes the row NaN, as in PyTorch)
         m = np.max(np.where(np.isnan(masked), -np.inf, masked), axis=1, keepdims=True)
@@ -209,7 +210,7 @@ def _rows_backward(grad, y, mask, temperature, log):
     g = grad.astype(wide)
     yw = y.astype(wide)
     keep = np.ones(y.shape, bool) if mask is None else mask.astype(bool)
-    with _quiet:
+    with _quiet():
         if log:
             s = np.where(keep, g, 0).sum(axis=1, keepdims=True)
             r = (g - np.exp(yw) * s) / temperature

@@ -1,0 +1,185 @@
+"""Command line: ``python -m fastact {info,bench}`` (also the ``fastact`` console script).
+
+* ``info``  -- the backends: available or why not, versions, threads, Numba threading layer,
+  Cython OpenMP, cache directory, and what automatic dispatch picks.
+* ``bench`` -- fastact's automatic backend against the plain NumPy expressions, with
+  ``np.copyto`` of the same bytes as the memory-bandwidth yardstick (see ``fastact._bench``).
+
+``tune`` (re-measure the dispatch thresholds) and ``plot`` come in later issues: each is one
+``_add_<name>`` function registered in :data:`SUBCOMMANDS` below.  The work lives in importable
+modules (``fastact._bench`` ...); this file only parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+# ------------------------------------------------------------------------------------------------
+# info
+# ------------------------------------------------------------------------------------------------
+
+_LABELS = {
+    "version": "version",
+    "threads": "threads",
+    "max_threads": "max threads",
+    "threading_layer": "threading layer",
+    "openmp": "OpenMP",
+    "parallel_threshold": "parallel from (elements)",
+    "cache": "kernel cache",
+}
+
+
+def _info_text(info: dict) -> str:
+    import fastact
+    import numpy as np
+
+    from . import _config, _dispatch
+
+    lines = [f"fastact {fastact.__version__} (Python {sys.version.split()[0]}, "
+             f"NumPy {np.__version__}) at {os.path.dirname(os.path.abspath(fastact.__file__))}",
+             "", "backends (automatic-priority order):"]
+    width = max(len(n) for n in _dispatch.KNOWN)
+    for name in _dispatch.KNOWN:
+        entry = info.get(name, {})
+        if not entry.get("available"):
+            lines.append(f"  {name:<{width}}  unavailable: {entry.get('reason') or 'unknown'}")
+            continue
+        lines.append(f"  {name:<{width}}  available")
+        for key, value in entry.items():
+            if key == "available":
+                continue
+            if isinstance(value, bool):
+                value = "yes" if value else "no"
+            lines.append(f"  {'':<{width}}    {_LABELS.get(key, key.replace('_', ' '))}: {value}")
+    selected = info.get("selected", {})
+    cache = _config.cache_dir()
+    lines += [
+        "",
+        f"automatic selection (host arrays): {selected.get('automatic')}",
+        f"FASTACT_BACKEND: {selected.get('FASTACT_BACKEND') or '(not set)'}",
+        f"cache dir: {cache} "
+        f"({'writable' if _config.writable_dir(cache) else 'not writable: no disk cache'})",
+    ]
+    return "\n".join(lines)
+
+
+def _cmd_info(args) -> int:
+    from . import _dispatch
+
+    info = _dispatch.backend_info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print(_info_text(info))
+    return 0
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="show the backends, their versions and threads, and the "
+                                    "automatic selection")
+    p.add_argument("--json", action="store_true", help="print fastact.backend_info() as JSON")
+    p.set_defaults(func=_cmd_info)
+
+
+# ------------------------------------------------------------------------------------------------
+# bench
+# ------------------------------------------------------------------------------------------------
+
+def _cmd_bench(args) -> int:
+    from . import _bench
+
+    sizes = args.sizes or (_bench.QUICK_SIZES if args.quick else _bench.DEFAULT_SIZES)
+    min_time = args.min_time if args.min_time is not None else (0.02 if args.quick else 0.1)
+
+    def progress(msg):
+        if args.verbose:
+            print(f"  timing {msg}", file=sys.stderr, flush=True)
+
+    print(f"compiling and timing {len(_bench.main_cases())} ops at "
+          f"{', '.join(_bench.format_size(s) for s in sizes)} elements ({args.dtype}) ...",
+          file=sys.stderr, flush=True)
+    run = _bench.run_bench(sizes, args.dtype, backend=args.backend, min_time=min_time,
+                           progress=progress, steady_malloc=args.malloc == "steady")
+    print(_bench.bench_report(run, markdown=not args.plain))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"dtype": run.dtype, "sizes": list(run.sizes),
+                       "requested_backend": run.requested_backend, "warmed": run.warmed,
+                       "compile_s": run.compile_s, "total_s": run.total_s,
+                       "allocator": run.allocator,
+                       "results": [r.as_dict() for r in run.results]}, f, indent=1)
+        print(f"results written to {args.json}")
+    return 0
+
+
+def _size(text: str) -> int:
+    from . import _bench
+
+    try:
+        return _bench.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="time fastact against the NumPy expressions",
+        description="Time every op's forward form (plus sigmoid/relu/softmax backward) on "
+                    "fastact's automatic backend against the NumPy expression a user would "
+                    "write, with np.copyto of the same bytes as the bandwidth yardstick. "
+                    "Kernels are compiled first (fastact.warmup), and that time is reported "
+                    "separately.")
+    p.add_argument("--quick", action="store_true",
+                   help="one size (1e5) and short measurements (0.02 s each)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--sizes", nargs="+", type=_size, metavar="N",
+                   help="element counts, e.g. 1e5 1e7 (default: 1e5 1e7; --quick: 1e5)")
+    p.add_argument("--backend", default=None,
+                   help="time this backend instead of the automatic choice")
+    p.add_argument("--min-time", type=float, default=None, metavar="S",
+                   help="seconds per measurement (best of N calls; default 0.1, --quick 0.02)")
+    p.add_argument("--malloc", choices=("steady", "default"), default="steady",
+                   help="steady (default): glibc keeps freed memory, so timings do not depend "
+                        "on page faults from the heap's history; default: leave malloc alone")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--plain", action="store_true", help="plain columns instead of markdown")
+    p.add_argument("-v", "--verbose", action="store_true", help="progress on stderr")
+    p.set_defaults(func=_cmd_bench)
+
+
+# ------------------------------------------------------------------------------------------------
+# subcommands
+# ------------------------------------------------------------------------------------------------
+
+#: One ``_add_<name>(subparsers)`` per subcommand.  Later issues add ``tune`` (re-measure the
+#: dispatch table into the cache dir) and ``plot`` (benchmark/accuracy plots) here.
+SUBCOMMANDS = (_add_info, _add_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastact", description="fastact: fast activation functions for NumPy arrays")
+    sub = parser.add_subparsers(dest="command", metavar="{info,bench}")
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, RuntimeError) as exc:  # BackendUnavailable is a RuntimeError
+        print(f"fastact {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -105,8 +105,8 @@ def _define(name, value, derivative, derivative_from_y):
         with _quiet():
             v = value(x, *params)
             d = derivative(x, *params)
-        out[...] = v
-        dout[...] = d
+            out[...] = v
+            dout[...] = d
 
     def backward(grad, x, *args):
         *params, out = map_params(args)
@@ -162,8 +162,8 @@ def prelu_and_derivative(x, weight, inner, out, dout):
     with _quiet():
         v = _leaky(x, w)
         d = _leaky_d(x, w)
-    out[...] = v
-    dout[...] = d
+        out[...] = v
+        dout[...] = d
 
 
 def prelu_backward(grad, x, weight, inner, out, grad_weight):
@@ -171,9 +171,9 @@ def prelu_backward(grad, x, weight, inner, out, grad_weight):
     with _quiet():
         gx = grad * _leaky_d(x, w)
         contrib = np.where(x > 0, 0, grad.astype(np.float64) * x.astype(np.float64))
-    out[...] = gx
-    per_row = contrib.reshape(-1, inner).sum(axis=1)
-    grad_weight[...] = per_row.reshape(-1, grad_weight.size).sum(axis=0)
+        out[...] = gx
+        per_row = contrib.reshape(-1, inner).sum(axis=1)
+        grad_weight[...] = per_row.reshape(-1, grad_weight.size).sum(axis=0)
 
 
 # --- softmax family: x is (rows, C), mask None or uint8 (rows, C) -------------------------------------
@@ -198,11 +198,13 @@ def _rows(x, mask, temperature, log):
 
 
 def softmax_forward(x, mask, temperature, out):
-    out[...] = _rows(x, mask, temperature, log=False)
+    with _quiet():
+        out[...] = _rows(x, mask, temperature, log=False)
 
 
 def log_softmax_forward(x, mask, temperature, out):
-    out[...] = _rows(x, mask, temperature, log=True)
+    with _quiet():
+        out[...] = _rows(x, mask, temperature, log=True)
 
 
 def _rows_backward(grad, y, mask, temperature, log):
@@ -221,11 +223,13 @@ def _rows_backward(grad, y, mask, temperature, log):
 
 
 def softmax_backward(grad, y, mask, temperature, out):
-    out[...] = _rows_backward(grad, y, mask, temperature, log=False)
+    with _quiet():
+        out[...] = _rows_backward(grad, y, mask, temperature, log=False)
 
 
 def log_softmax_backward(grad, y, mask, temperature, out):
-    out[...] = _rows_backward(grad, y, mask, temperature, log=True)
+    with _quiet():
+        out[...] = _rows_backward(grad, y, mask, temperature, log=True)
 
 
 globals().update(KERNELS)

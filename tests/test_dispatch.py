@@ -1,0 +1,507 @@
+"""Backend listing, information and selection (DESIGN.md sections 1, 2 and 8).
+
+Which backend ran is observed, not assumed: the ``calls`` fixture wraps every kernel of every
+available backend module so a test sees which module's kernel executed.  Environment-variable
+behaviour is tested in fresh subprocesses (``FASTACT_BACKEND`` is read once at import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import _config, _registry
+
+KNOWN = ("cuda", "numba", "cython", "numpy")
+HOST = ("numba", "cython", "numpy")
+MODULES = {"numba": "fastact.kernels.numba_cpu", "cython": "fastact.kernels._cython_kernels",
+           "numpy": "fastact.kernels.numpy_ref"}
+REQUIRED = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
+            if b.strip()]
+PACKAGE_ROOT = Path(fa.__file__).resolve().parent.parent
+
+
+def host_available():
+    return [b for b in fa.backends() if b in HOST]
+
+
+def other_than(name):
+    """An available host backend other than ``name`` (skip if there is none)."""
+    for b in host_available():
+        if b != name:
+            return b
+    pytest.skip(f"needs a second available host backend besides {name}")
+
+
+def sigmoid_ref(x):
+    return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Wrap every kernel of every available host backend module; the list records who ran."""
+    log: list[str] = []
+    for name in host_available():
+        module = importlib.import_module(MODULES[name])
+        for kname in _registry.kernel_names():
+            original = getattr(module, kname)
+
+            def wrapper(*args, _original=original, _name=name):
+                log.append(_name)
+                return _original(*args)
+
+            monkeypatch.setattr(module, kname, wrapper)
+    return log
+
+
+@pytest.fixture
+def no_env_backend():
+    if _config.BACKEND is not None or os.environ.get("FASTACT_BACKEND", "").strip():
+        pytest.skip("FASTACT_BACKEND is set in this process; precedence is tested in subprocesses")
+
+
+# ------------------------------------------------------------------------------------------------
+# subprocesses
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def subprocess_env(tmp_path_factory):
+    """Environment for fresh interpreters: this checkout first on the path, no FASTACT_BACKEND,
+    and the same kernel cache as this process (so Numba kernels load instead of compiling)."""
+    env = dict(os.environ)
+    env.pop("FASTACT_BACKEND", None)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PACKAGE_ROOT)] + [p for p in paths if Path(p).resolve() != PACKAGE_ROOT])
+    if not env.get("FASTACT_CACHE_DIR", "").strip() and not env.get("NUMBA_CACHE_DIR", "").strip():
+        cache = _config.cache_dir()
+        if not _config.writable_dir(cache):
+            cache = str(tmp_path_factory.mktemp("fastact-cache"))
+        env["FASTACT_CACHE_DIR"] = cache
+    return env
+
+
+def run_python(code: str, env: dict, timeout: float = 120.0) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                              capture_output=True, text=True, timeout=timeout,
+                              cwd=str(PACKAGE_ROOT))
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"subprocess did not finish in {timeout} s; stderr: {exc.stderr}")
+    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+RECORDER = """
+import importlib, json, sys
+import numpy as np
+import fastact as fa
+from fastact import _registry
+LOG = []
+MODULES = {"numba": "fastact.kernels.numba_cpu",
+           "cython": "fastact.kernels._cython_kernels",
+           "numpy": "fastact.kernels.numpy_ref"}
+for _name in fa.backends():
+    if _name not in MODULES:
+        continue
+    _module = importlib.import_module(MODULES[_name])
+    for _k in _registry.kernel_names():
+        def _wrap(*a, _o=getattr(_module, _k), _n=_name):
+            LOG.append(_n)
+            return _o(*a)
+        setattr(_module, _k, _wrap)
+
+def ran(fn, *args, **kwargs):
+    del LOG[:]
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)]
+    return sorted(set(LOG))
+"""
+
+
+# ------------------------------------------------------------------------------------------------
+# backends() and backend_info()
+# ------------------------------------------------------------------------------------------------
+
+def test_backends_lists_what_is_available():
+    names = fa.backends()
+    for b in REQUIRED:
+        assert b in names, f"required backend {b} missing: {fa.backend_info()[b]}"
+    assert "numpy" in names
+    if importlib.util.find_spec("numba") is not None:
+        assert "numba" in names, fa.backend_info()["numba"]
+    if importlib.util.find_spec("fastact.kernels._cython_kernels") is not None:
+        assert "cython" in names, fa.backend_info()["cython"]
+    assert names == [b for b in KNOWN if b in names], "not in automatic-priority order"
+    assert len(set(names)) == len(names)
+
+
+def test_backend_info():
+    info = fa.backend_info()
+    names = fa.backends()
+    for b in KNOWN:
+        entry = info[b]
+        assert isinstance(entry["available"], bool)
+        assert entry["available"] == (b in names)
+        if not entry["available"]:
+            assert isinstance(entry["reason"], str) and entry["reason"].strip(), \
+                f"{b} unavailable without a reason"
+    json.dumps(info, default=str)  # printable
+    if "numba" in names:
+        import numba
+
+        assert info["numba"]["threading_layer"] in ("tbb", "omp", "workqueue")
+        assert info["numba"]["version"] == numba.__version__
+        assert info["numba"]["threads"] >= 1
+    if "cython" in names:
+        assert isinstance(info["cython"]["openmp"], bool)
+    if "cuda" not in names:
+        assert info["cuda"]["reason"]
+
+
+# ------------------------------------------------------------------------------------------------
+# precedence: argument > use_backend > FASTACT_BACKEND > automatic
+# ------------------------------------------------------------------------------------------------
+
+OBSERVED_CALLS = [
+    ("sigmoid", lambda b, x: fa.sigmoid(x, backend=b)),
+    ("relu", lambda b, x: fa.relu_backward(x, y=x, backend=b)),
+    ("prelu", lambda b, x: fa.prelu_and_derivative(x, 0.1, backend=b)),
+    ("softmax", lambda b, x: fa.softmax(x, axis=0, backend=b)),
+]
+
+
+@pytest.mark.parametrize("size", [5, 100_000])
+def test_automatic_choice_is_what_runs(calls, no_env_backend, size):
+    x = np.linspace(-3, 3, size, dtype=np.float32)
+    for op, call in OBSERVED_CALLS:
+        chosen = fa.select_backend(op, x)
+        assert chosen in host_available()
+        if set(host_available()) - {"numpy"}:
+            assert chosen != "numpy", "numpy is the last resort"
+        del calls[:]
+        call(None, x)
+        assert set(calls) == {chosen}, f"{op}: select_backend said {chosen}, {calls} ran"
+
+
+@pytest.mark.parametrize("name", HOST)
+def test_argument_selects_backend(calls, name):
+    if name not in fa.backends():
+        pytest.skip(f"backend {name} unavailable")
+    x = np.linspace(-3, 3, 12, dtype=np.float64).reshape(3, 4)
+    for op, call in OBSERVED_CALLS:
+        del calls[:]
+        call(name, x)
+        assert set(calls) == {name}, f"{op}(backend={name!r}) ran {calls}"
+    np.testing.assert_allclose(fa.sigmoid(x, backend=name), sigmoid_ref(x), rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", HOST)
+def test_context_selects_backend_and_argument_wins(calls, name):
+    if name not in fa.backends():
+        pytest.skip(f"backend {name} unavailable")
+    x = np.linspace(-3, 3, 10, dtype=np.float32)
+    other = other_than(name)
+    with fa.use_backend(name):
+        assert fa.select_backend("sigmoid", x) == name
+        del calls[:]
+        fa.sigmoid(x)
+        fa.softmax(x)
+        assert set(calls) == {name}
+        del calls[:]
+        fa.sigmoid(x, backend=other)
+        assert calls == [other], "the backend= argument must beat use_backend"
+    del calls[:]
+    fa.sigmoid(x)
+    assert calls == [fa.select_backend("sigmoid", x)], "leaving use_backend must restore"
+
+
+def test_use_backend_nesting_restores(no_env_backend):
+    x = np.zeros(3)
+    auto = fa.select_backend("sigmoid", x)
+    outer = "numpy"
+    inner = other_than("numpy")
+    with fa.use_backend(outer):
+        assert fa.select_backend("sigmoid", x) == outer
+        with fa.use_backend(inner):
+            assert fa.select_backend("sigmoid", x) == inner
+            with fa.use_backend(None):
+                assert fa.select_backend("sigmoid", x) == auto
+            assert fa.select_backend("sigmoid", x) == inner
+        assert fa.select_backend("sigmoid", x) == outer
+        with pytest.raises(KeyError):
+            with fa.use_backend(inner):
+                raise KeyError("boom")
+        assert fa.select_backend("sigmoid", x) == outer
+    assert fa.select_backend("sigmoid", x) == auto
+
+
+def test_use_backend_is_per_thread(calls, no_env_backend):
+    x = np.linspace(-1, 1, 7)
+    auto = fa.select_backend("sigmoid", x)
+    forced = "numpy" if auto != "numpy" else other_than("numpy")
+    seen = {}
+
+    def worker():
+        seen["selected"] = fa.select_backend("sigmoid", x)
+        before = len(calls)
+        fa.sigmoid(x)
+        seen["ran"] = calls[before:]
+
+    with fa.use_backend(forced):
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join(60)
+        assert not t.is_alive()
+        assert fa.select_backend("sigmoid", x) == forced
+    assert seen["selected"] == auto, "a thread started inside use_backend must not inherit it"
+    assert seen["ran"] == [auto]
+
+
+def test_use_backend_is_per_task(no_env_backend):
+    import asyncio
+
+    x = np.zeros(3)
+    auto = fa.select_backend("sigmoid", x)
+    forced = "numpy" if auto != "numpy" else other_than("numpy")
+
+    async def task_a(ev_a, ev_b):
+        with fa.use_backend(forced):
+            ev_a.set()
+            await ev_b.wait()
+            return fa.select_backend("sigmoid", x)
+
+    async def task_b(ev_a, ev_b):
+        await ev_a.wait()
+        r = fa.select_backend("sigmoid", x)  # task_a is inside its with block right now
+        ev_b.set()
+        return r
+
+    async def main():
+        ev_a, ev_b = asyncio.Event(), asyncio.Event()
+        return await asyncio.gather(task_a(ev_a, ev_b), task_b(ev_a, ev_b))
+
+    assert asyncio.run(main()) == [forced, auto]
+
+
+# ------------------------------------------------------------------------------------------------
+# unknown and unavailable backends
+# ------------------------------------------------------------------------------------------------
+
+def _assert_lists_known(msg: str):
+    for b in KNOWN:
+        assert b in msg, f"message does not list known backend {b!r}: {msg}"
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "", "numpyy", "cpu"])
+def test_unknown_backend_name(bad):
+    x = np.zeros(3)
+    with pytest.raises(ValueError) as excinfo:
+        fa.sigmoid(x, backend=bad)
+    _assert_lists_known(str(excinfo.value))
+    assert repr(bad) in str(excinfo.value) or bad in str(excinfo.value)
+    with pytest.raises(ValueError) as excinfo:
+        with fa.use_backend(bad):
+            fa.sigmoid(x)
+    _assert_lists_known(str(excinfo.value))
+    assert not issubclass(type(excinfo.value), fa.BackendUnavailable)
+
+
+def test_backend_name_is_case_insensitive(calls):
+    x = np.zeros(3)
+    fa.sigmoid(x, backend="NumPy")
+    assert calls == ["numpy"]
+
+
+def test_select_backend_unknown_op():
+    with pytest.raises(ValueError):
+        fa.select_backend("no_such_op", np.zeros(3))
+
+
+def test_unavailable_backend_raises_backend_unavailable():
+    if "cuda" in fa.backends():
+        pytest.skip("cuda is available here")
+    assert issubclass(fa.BackendUnavailable, RuntimeError)
+    x = np.zeros(3)
+    for call in (lambda: fa.sigmoid(x, backend="cuda"),
+                 lambda: fa.softmax(x, backend="cuda"),
+                 lambda: fa.prelu_backward(x, x=x, weight=0.1, backend="cuda")):
+        with pytest.raises(fa.BackendUnavailable) as excinfo:
+            call()
+        msg = str(excinfo.value)
+        assert "cuda" in msg
+        for b in fa.backends():
+            assert b in msg, f"message does not list available backend {b}: {msg}"
+    with pytest.raises(fa.BackendUnavailable):
+        with fa.use_backend("cuda"):
+            fa.sigmoid(x)
+
+
+# ------------------------------------------------------------------------------------------------
+# FASTACT_BACKEND and import side effects (subprocesses)
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.subprocess
+def test_env_backend_precedence(subprocess_env):
+    compiled = [b for b in host_available() if b != "numpy"]
+    if not compiled:
+        pytest.skip("needs a compiled backend besides numpy")
+    other = compiled[0]
+    env = dict(subprocess_env, FASTACT_BACKEND=" NumPy ")
+    out = run_python(RECORDER + f"""
+x = np.linspace(-2, 2, 9)
+res = {{"select": fa.select_backend("sigmoid", x),
+       "env": ran(fa.sigmoid, x),
+       "env_softmax": ran(fa.softmax, x),
+       "argument": ran(fa.sigmoid, x, backend={other!r})}}
+with fa.use_backend({other!r}):
+    res["context"] = ran(fa.sigmoid, x)
+    res["context_select"] = fa.select_backend("sigmoid", x)
+    res["argument_in_context"] = ran(fa.sigmoid, x, backend="numpy")
+res["value"] = fa.sigmoid(x).tolist()
+res["selected_info"] = fa.backend_info()["selected"]
+print(json.dumps(res))
+""", env)
+    assert out["select"] == "numpy"
+    assert out["env"] == ["numpy"] and out["env_softmax"] == ["numpy"]
+    assert out["argument"] == [other], "argument must beat FASTACT_BACKEND"
+    assert out["context"] == [other] and out["context_select"] == other, \
+        "use_backend must beat FASTACT_BACKEND"
+    assert out["argument_in_context"] == ["numpy"]
+    np.testing.assert_allclose(out["value"], sigmoid_ref(np.linspace(-2, 2, 9)), rtol=1e-14)
+
+
+@pytest.mark.subprocess
+def test_env_backend_unavailable(subprocess_env):
+    if "cuda" in fa.backends():
+        pytest.skip("cuda is available here")
+    env = dict(subprocess_env, FASTACT_BACKEND="cuda")
+    out = run_python("""
+import json
+import numpy as np
+import fastact as fa  # must not raise
+res = {"backends": fa.backends()}
+try:
+    fa.sigmoid(np.zeros(3))
+    res["first_call"] = None
+except Exception as exc:
+    res["first_call"] = [type(exc).__name__, isinstance(exc, fa.BackendUnavailable),
+                         isinstance(exc, RuntimeError), str(exc)]
+res["argument"] = fa.sigmoid(np.zeros(2), backend="numpy").tolist()
+print(json.dumps(res))
+""", env)
+    name, is_unavailable, is_runtime, msg = out["first_call"]
+    assert is_unavailable and is_runtime, out
+    assert "cuda" in msg
+    for b in out["backends"]:
+        assert b in msg
+    assert out["argument"] == [0.5, 0.5]
+
+
+@pytest.mark.subprocess
+def test_env_backend_unknown(subprocess_env):
+    env = dict(subprocess_env, FASTACT_BACKEND="nonsense")
+    out = run_python("""
+import json
+import numpy as np
+import fastact as fa  # must not raise
+res = {}
+try:
+    fa.relu(np.zeros(3))
+    res["first_call"] = None
+except Exception as exc:
+    res["first_call"] = [type(exc).__name__, isinstance(exc, ValueError), str(exc)]
+res["argument"] = fa.relu(np.ones(2), backend="numpy").tolist()
+print(json.dumps(res))
+""", env)
+    name, is_value_error, msg = out["first_call"]
+    assert is_value_error, out
+    assert "nonsense" in msg
+    _assert_lists_known(msg)
+    assert out["argument"] == [1.0, 1.0]
+
+
+@pytest.mark.subprocess
+def test_import_is_lazy(subprocess_env):
+    out = run_python("""
+import json, sys
+import fastact as fa
+heavy = ["numba", "fastact.kernels.numba_cpu", "fastact.kernels._cython_kernels", "Cython",
+         "llvmlite"]
+res = {"after_import": [m for m in heavy if m in sys.modules]}
+import numpy as np
+fa.sigmoid(np.zeros(3), backend="numpy")
+fa.softmax(np.zeros((2, 3)), backend="numpy")
+res["after_numpy_calls"] = [m for m in heavy if m in sys.modules]
+res["all"] = len(fa.__all__)
+print(json.dumps(res))
+""", subprocess_env)
+    assert out["after_import"] == [], f"import fastact imported {out['after_import']}"
+    assert out["after_numpy_calls"] == [], \
+        f"calls on the numpy backend imported {out['after_numpy_calls']}"
+
+
+# ------------------------------------------------------------------------------------------------
+# threads and warmup
+# ------------------------------------------------------------------------------------------------
+
+def test_set_num_threads():
+    x = np.linspace(-8, 8, 200_001)
+    want = sigmoid_ref(x)
+    prev = fa.set_num_threads(1)
+    try:
+        assert isinstance(prev, int) and prev >= 1
+        assert fa.set_num_threads(1) == 1
+        for b in host_available():
+            np.testing.assert_allclose(fa.sigmoid(x, backend=b), want, rtol=1e-14)
+            np.testing.assert_allclose(fa.softmax(x.reshape(1, -1), backend=b)[0],
+                                       np.exp(x - x.max()) / np.exp(x - x.max()).sum(),
+                                       rtol=1e-12)
+        info = fa.backend_info()
+        if "numba" in fa.backends():
+            assert info["numba"]["threads"] == 1
+        if "cython" in fa.backends() and "threads" in info["cython"]:
+            assert info["cython"]["threads"] == 1
+        assert fa.set_num_threads(2) == 1
+        for b in host_available():
+            np.testing.assert_allclose(fa.sigmoid(x, backend=b), want, rtol=1e-14)
+    finally:
+        fa.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_set_num_threads_rejects_non_positive(bad):
+    prev = fa.set_num_threads(1)
+    try:
+        with pytest.raises(ValueError):
+            fa.set_num_threads(bad)
+        assert fa.set_num_threads(1) == 1, "a rejected value must not change the setting"
+    finally:
+        fa.set_num_threads(prev)
+
+
+def test_warmup():
+    warmed = fa.warmup(["sigmoid"], ["float32"])
+    assert isinstance(warmed, list)
+    if "numba" in fa.backends():
+        assert "numba" in warmed
+    warmed = fa.warmup(["softmax", "prelu"], [np.float64])
+    x = np.linspace(-3, 3, 10, dtype=np.float32)
+    for b in host_available():
+        np.testing.assert_allclose(fa.sigmoid(x, backend=b), sigmoid_ref(x), rtol=1e-6)
+    with pytest.raises(ValueError):
+        fa.warmup(["no_such_op"])

@@ -429,22 +429,68 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (None where the OS has none)."""
+#: Share of the machine used by other processes above which timings are flagged as noisy.
+NOISY = 0.2
+
+
+def _cpu_snapshot():
+    """(wall s, busy CPU s of the whole machine or None, CPU s of this process)."""
+    wall = time.perf_counter()
+    own = time.process_time()
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        ticks = [int(v) for v in fields[1:9]]
+        # user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / _clock_ticks()
+    except (OSError, ValueError, IndexError):
+        busy = None
+    return wall, busy, own
+
+
+def _clock_ticks() -> int:
     import os
 
     try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - Windows
-        return None
+        return os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover
+        return 100
 
 
-def load_warning(load: float | None, cpus: int) -> str | None:
-    """A warning when other processes compete for the CPUs (multi-threaded kernels then wait
-    for a time slice per call, and their ratios to single-threaded NumPy mean little)."""
-    if load is not None and load > 0.75 * cpus:
-        return (f"warning: load average {load:.1f} on {cpus} CPUs: other processes compete "
-                "for the cores; multi-threaded timings are unreliable, rerun on a quiet machine")
+class OtherLoad:
+    """Context manager: the share of the machine's CPU time that *other* processes (and the
+    hypervisor, as steal time) used while the block ran -- 0 quiet, 1 every CPU busy elsewhere.
+
+    Multi-threaded kernels wait for a time slice when another process holds a core (about 8 ms
+    per call on a loaded 2-core machine), so timings taken above :data:`NOISY` are suspect.
+    ``value`` is None where ``/proc/stat`` is unavailable.  Resolution: one clock tick (10 ms).
+    """
+
+    value: float | None = None
+
+    def __enter__(self):
+        self._start = _cpu_snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        wall0, busy0, own0 = self._start
+        wall1, busy1, own1 = _cpu_snapshot()
+        if busy0 is None or busy1 is None or wall1 <= wall0:
+            self.value = None
+        else:
+            import os
+
+            others = (busy1 - busy0) - (own1 - own0)
+            self.value = min(1.0, max(0.0, others / ((wall1 - wall0) * (os.cpu_count() or 1))))
+        return False
+
+
+def noise_warning(share: float | None) -> str | None:
+    """A warning line when other processes used more than :data:`NOISY` of the machine."""
+    if share is not None and share > NOISY:
+        return (f"warning: other processes used {100 * share:.0f}% of the CPUs while timing: "
+                "multi-threaded kernels wait for time slices, so their ratios are unreliable; "
+                "rerun on a quiet machine")
     return None
 
 
@@ -624,7 +670,7 @@ class BenchRun:
     warmed: list
     compile_s: float
     allocator: str = "default"
-    loads: list = field(default_factory=list)
+    other_cpu: float | None = None
     results: list = field(default_factory=list)
     total_s: float = 0.0
 
@@ -652,8 +698,8 @@ def run_bench(sizes=DEFAULT_SIZES, dtype="float32", backend: str | None = None,
     t0 = time.perf_counter()
     warmed = (_tools.warmup(ops=sorted({op for op, _ in cases}), dtypes=[dtype])
               if "numba" in chosen else [])
-    run = BenchRun(dtype, sizes, backend, warmed, time.perf_counter() - t0, allocator,
-                   [load_average()])
+    run = BenchRun(dtype, sizes, backend, warmed, time.perf_counter() - t0, allocator)
+    monitor = OtherLoad().__enter__()
     copies: dict[int, tuple[float, float]] = {}
     for size in sizes:
         x = make_input(size, dtype)
@@ -672,7 +718,8 @@ def run_bench(sizes=DEFAULT_SIZES, dtype="float32", backend: str | None = None,
                 op, form, case.label, size, case.x.shape, dtype, name, t_fast, t_np,
                 case.bytes_moved, copy_s, copy_gbs))
             del case
-        run.loads.append(load_average())
+    monitor.__exit__(None, None, None)
+    run.other_cpu = monitor.value
     run.total_s = time.perf_counter() - start
     return run
 
@@ -727,7 +774,8 @@ def bench_report(run: BenchRun, markdown: bool = True) -> str:
             parts.append(f"{format_size(size)}: {geomean(sel):.2f}x")
     lines.append("geometric-mean speed-up vs NumPy: " + ", ".join(parts)
                  + f" (all: {geomean(r.speedup for r in run.results):.2f}x)")
-    lines.append("GB/s = (input + output bytes) / time; % copy = that / np.copyto GB/s.")
+    lines.append("GB/s = (input + output bytes) / time; % copy = that / np.copyto GB/s "
+                 "(np.copyto runs on one thread: multi-threaded kernels can exceed 100%).")
     lines.append("numpy = the NumPy expression a user would write:")
     shown = set()
     for r in run.results:
@@ -735,12 +783,10 @@ def bench_report(run: BenchRun, markdown: bool = True) -> str:
         if baseline is not None and r.label not in shown:
             shown.add(r.label)
             lines.append(f"  {r.label}: {baseline.expr}")
-    loads = [v for v in run.loads if v is not None]
-    cpus = cpu_count()
-    if loads:
-        lines.append(f"load average during the run: {min(loads):.1f}-{max(loads):.1f} on "
-                     f"{cpus} CPUs")
-        warning = load_warning(max(loads), cpus)
+    if run.other_cpu is not None:
+        lines.append(f"other processes used {100 * run.other_cpu:.0f}% of the {cpu_count()} "
+                     "CPUs while timing")
+        warning = noise_warning(run.other_cpu)
         if warning:
             lines.append(warning)
     lines.append(f"total wall time: {run.total_s:.1f} s")

@@ -1,0 +1,73 @@
+"""Options of the pytest-benchmark suite (``pytest benchmarks/ --benchmark-only``).
+
+``--bench-quick``   sizes 1e3 and 1e6 and float32 only (about a minute on 2 cores; the full
+                    suite takes 5-9 minutes there, depending on the load)
+``--bench-time S``  target seconds of timing per benchmark (default 0.1; at least 5 rounds)
+``--bench-backends a,b``  only these backend columns (default: every known backend, plus the
+                    ``numpy-expr`` and ``copy`` baselines, which are always kept)
+``--bench-malloc default``  leave glibc malloc alone.  By default the session applies
+                    ``fastact._bench.steady_allocator()`` so freed arrays are reused rather
+                    than returned to the OS: otherwise a result's page faults (costly in a VM,
+                    and dependent on the heap's history) dominate and vary run to run.
+
+Unavailable backends are skipped with the reason from ``fastact.backend_info()``; set
+``FASTACT_REQUIRE_BACKENDS`` to make a missing one fail the session instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastact benchmarks")
+    group.addoption("--bench-quick", action="store_true", default=False,
+                    help="fastact: only sizes 1e3 and 1e6 and dtype float32")
+    group.addoption("--bench-time", type=float, default=0.1, metavar="S",
+                    help="fastact: target seconds of timing per benchmark (default 0.1)")
+    group.addoption("--bench-backends", default="", metavar="NAMES",
+                    help="fastact: comma-separated backends to time (default: all known)")
+    group.addoption("--bench-malloc", choices=("steady", "default"), default="steady",
+                    help="fastact: 'steady' (default) keeps freed memory in the heap so "
+                         "timings exclude page faults; 'default' leaves malloc alone")
+
+
+def pytest_configure(config):
+    from fastact import _bench
+
+    steady = config.getoption("bench_malloc") == "steady" and _bench.steady_allocator()
+    config.fastact_allocator = "steady (glibc mallopt)" if steady else "default"
+
+
+def pytest_sessionstart(session):
+    import fastact as fa
+
+    required = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
+                if b.strip()]
+    missing = [b for b in required if b not in fa.backends()]
+    if missing:
+        info = fa.backend_info()
+        reasons = "; ".join(f"{b}: {info.get(b, {}).get('reason', 'unknown backend')}"
+                            for b in missing)
+        raise pytest.UsageError(f"FASTACT_REQUIRE_BACKENDS: unavailable backends: {reasons}")
+
+
+def pytest_report_header(config):
+    import fastact as fa
+
+    info = fa.backend_info()
+    parts = []
+    for name, entry in info.items():
+        if name == "selected" or not isinstance(entry, dict):
+            continue
+        if entry.get("available"):
+            extra = ", ".join(f"{k} {entry[k]}" for k in ("version", "threads",
+                                                          "threading_layer", "openmp")
+                              if k in entry)
+            parts.append(f"{name} ({extra})" if extra else name)
+        else:
+            parts.append(f"{name} unavailable")
+    return ["fastact backends: " + "; ".join(parts),
+            f"fastact allocator: {getattr(config, 'fastact_allocator', 'default')}"]

@@ -1,0 +1,235 @@
+#!/usr/bin/env python
+"""Tables of ratios from a pytest-benchmark JSON of the fastact suite.
+
+    pytest benchmarks/ --benchmark-only --benchmark-json=results.json
+    python benchmarks/report.py results.json [--markdown]
+
+For each op/form one table; a row per dtype/size (= one benchmark group); for each backend its
+median time, its speed-up over ``numpy-expr`` (the plain NumPy expression; > 1 = fastact is
+faster) and its throughput in GB/s with the % of the ``np.copyto`` bandwidth measured in the
+same group.  Then a summary: the geometric-mean speed-up of each backend over numpy-expr, in
+all and per size.  Only ratios within one run are meaningful on a shared machine.
+
+Needs only the standard library (reads ``extra_info`` written by ``benchmarks/test_bench.py``:
+backend, op, form, dtype, size, bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+
+BASELINE = "numpy-expr"
+COPY = "copy"
+#: Share of the CPUs used by other processes above which a group is flagged as noisy.
+NOISY = 0.2
+#: Column order; backends not listed here follow in alphabetical order.
+PREFERRED_ORDER = ("cuda", "numba", "cython", "numpy", BASELINE, COPY)
+FORMS_ORDER = ("forward", "derivative", "and_derivative", "backward")
+
+
+def load(path: str) -> list[dict]:
+    """One record per benchmark: the ``extra_info`` fields plus ``median`` (seconds)."""
+    with open(path) as f:
+        data = json.load(f)
+    records = []
+    for bench in data.get("benchmarks", []):
+        extra = bench.get("extra_info") or {}
+        if not {"backend", "op", "form", "dtype", "size"} <= extra.keys():
+            print(f"report.py: skipping {bench.get('fullname', bench.get('name'))}: no fastact "
+                  "extra_info", file=sys.stderr)
+            continue
+        rec = dict(extra)
+        rec["median"] = float(bench["stats"]["median"])
+        rec["group"] = bench.get("group") or f"{rec['op']}-{rec['form']}-{rec['dtype']}-" \
+                                              f"{rec['size']}"
+        records.append(rec)
+    return records
+
+
+def backend_order(names) -> list[str]:
+    names = set(names)
+    ordered = [b for b in PREFERRED_ORDER if b in names]
+    return ordered + sorted(names - set(ordered))
+
+
+def fmt_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            value = seconds / scale
+            digits = 0 if value >= 100 else 1 if value >= 10 else 2
+            return f"{value:.{digits}f} {unit}"
+    return "-"  # pragma: no cover
+
+
+def fmt_size(size: int) -> str:
+    size = int(size)
+    if size > 0:
+        e = round(math.log10(size))
+        if 10 ** e == size and e >= 3:
+            return f"1e{e}"
+    return f"{size:,}"
+
+
+def gbs(rec: dict) -> float | None:
+    if rec.get("bytes") and rec["median"] > 0:
+        return rec["bytes"] / rec["median"] / 1e9
+    return None
+
+
+def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
+    widths = [max(len(c) for c in col) for col in zip(headers, *rows)]
+    left = {0, 1}  # dtype, size
+
+    def line(cells):
+        parts = [c.ljust(w) if i in left else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(parts) + " |" if markdown else "  ".join(parts)
+
+    out = [line(headers)]
+    if markdown:
+        out.append("|" + "|".join(":" + "-" * (w + 1) if i in left else "-" * (w + 1) + ":"
+                                  for i, w in enumerate(widths)) + "|")
+    else:
+        out.append("  ".join("-" * w for w in widths))
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def geomean(values) -> float:
+    values = [v for v in values if v and v > 0 and math.isfinite(v)]
+    if not values:
+        return float("nan")
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
+def speedups(groups: dict) -> dict:
+    """backend -> list of (size, dtype, speed-up vs numpy-expr) over groups having both."""
+    result = defaultdict(list)
+    for entries in groups.values():
+        base = entries.get(BASELINE)
+        if base is None:
+            continue
+        for backend, rec in entries.items():
+            if backend in (BASELINE, COPY):
+                continue
+            result[backend].append((rec["size"], rec["dtype"], base["median"] / rec["median"]))
+    return result
+
+
+def render(records: list[dict], markdown: bool = False) -> str:
+    groups: dict = defaultdict(dict)  # group -> backend -> record
+    for rec in records:
+        groups[(rec["op"], rec["form"], rec["dtype"], int(rec["size"]))][rec["backend"]] = rec
+    by_opform = defaultdict(list)
+    for key in groups:
+        by_opform[key[:2]].append(key)
+    backends = backend_order(rec["backend"] for rec in records)
+    timed = [b for b in backends if b != COPY]
+    ops_order = list(dict.fromkeys(rec["op"] for rec in records))
+
+    out = []
+    noisy_groups: set = set()
+    heading = "### " if markdown else "== "
+
+    def opform_key(k):
+        op, form = k
+        return (ops_order.index(op), FORMS_ORDER.index(form) if form in FORMS_ORDER else 99, form)
+
+    for op, form in sorted(by_opform, key=opform_key):
+        keys = sorted(by_opform[(op, form)], key=lambda k: (k[2], k[3]))
+        present = [b for b in timed if any(b in groups[k] for k in keys)]
+        headers = ["dtype", "size"]
+        for b in present:
+            headers += [f"{b} median"]
+            if b != BASELINE:
+                headers += [f"{b} speed-up"]
+            headers += [f"{b} GB/s (% copy)"]
+        if any(COPY in groups[k] for k in keys):
+            headers += ["copy GB/s"]
+        rows = []
+        for k in keys:
+            entries = groups[k]
+            base = entries.get(BASELINE)
+            copy = entries.get(COPY)
+            copy_gbs = gbs(copy) if copy else None
+            noisy = any((r.get("other_cpu") or 0) > NOISY for r in entries.values())
+            if noisy:
+                noisy_groups.add(k)
+            row = [k[2], fmt_size(k[3]) + (" *" if noisy else "")]
+            for b in present:
+                rec = entries.get(b)
+                if rec is None:
+                    row += ["-"] if b == BASELINE else ["-", "-"]
+                    row += ["-"]
+                    continue
+                row.append(fmt_time(rec["median"]))
+                if b != BASELINE:
+                    row.append(f"{base['median'] / rec['median']:.2f}x" if base else "-")
+                g = gbs(rec)
+                cell = "-" if g is None else f"{g:.1f}"
+                if g is not None and copy_gbs:
+                    cell += f" ({100 * g / copy_gbs:.0f}%)"
+                row.append(cell)
+            if "copy GB/s" in headers:
+                row.append(f"{copy_gbs:.1f}" if copy_gbs else "-")
+            rows.append(row)
+        out += [f"{heading}{op} {form}", "", table(headers, rows, markdown), ""]
+
+    # summary
+    ups = speedups(groups)
+    if ups:
+        sizes = sorted({s for values in ups.values() for s, _, _ in values})
+        dtypes = sorted({d for values in ups.values() for _, d, _ in values})
+        headers = ["backend", "groups", "all"] + [fmt_size(s) for s in sizes] + dtypes
+        rows = []
+        for b in backend_order(ups):
+            values = ups[b]
+            row = [b, str(len(values)), f"{geomean(v for _, _, v in values):.2f}x"]
+            for s in sizes:
+                sel = [v for size, _, v in values if size == s]
+                row.append(f"{geomean(sel):.2f}x" if sel else "-")
+            for d in dtypes:
+                sel = [v for _, dt, v in values if dt == d]
+                row.append(f"{geomean(sel):.2f}x" if sel else "-")
+            rows.append(row)
+        out += [f"{heading}summary: geometric-mean speed-up vs {BASELINE} (> 1 = faster)", "",
+                table(headers, rows, markdown), ""]
+    out.append(f"{len(records)} benchmarks in {len(groups)} groups; GB/s = (input + output "
+               "bytes) / median time; % copy = that / np.copyto GB/s in the same group "
+               "(np.copyto runs on one thread: multi-threaded kernels can exceed 100%).")
+    shares = sorted(r["other_cpu"] for r in records if r.get("other_cpu") is not None)
+    if shares:
+        median = shares[len(shares) // 2]
+        out.append(f"other processes used {100 * median:.0f}% of the CPUs (median over the "
+                   f"benchmarks; max {100 * shares[-1]:.0f}%) while timing")
+        if noisy_groups:
+            out.append(f"rows marked * ({len(noisy_groups)} of {len(groups)} groups): other "
+                       f"processes used > {100 * NOISY:.0f}% of the CPUs during one of their "
+                       "benchmarks; multi-threaded timings there are unreliable")
+    allocators = sorted({r["allocator"] for r in records if r.get("allocator")})
+    if allocators:
+        out.append(f"allocator: {', '.join(allocators)}")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", help="file written by pytest --benchmark-json")
+    parser.add_argument("--markdown", action="store_true",
+                        help="GitHub markdown tables (default: plain aligned columns)")
+    args = parser.parse_args(argv)
+    records = load(args.json)
+    if not records:
+        print(f"report.py: no fastact benchmarks in {args.json}", file=sys.stderr)
+        return 1
+    print(render(records, markdown=args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""pytest-benchmark suite: every registry op x form x backend x size x dtype.
+
+Run it with::
+
+    pytest benchmarks/ --benchmark-only [--bench-quick] --benchmark-json=results.json
+    python benchmarks/report.py results.json --markdown
+
+Everything is generated from ``fastact._registry.OPS`` (sizes from each op's ``bench_sizes``),
+so a new op or backend shows up here without edits.  Each benchmark group
+``{op}-{form}-{dtype}-{size}`` holds, side by side:
+
+* one entry per fastact backend (``backend=`` forced; unavailable ones are skipped with the
+  reason);
+* ``numpy-expr``: the NumPy expression a user would write instead, from
+  ``fastact._bench.NUMPY_BASELINES`` (shared with ``python -m fastact bench``).  An op/form of
+  the registry without a baseline fails here;
+* ``copy``: ``np.copyto`` of as many bytes as the op writes -- the memory-bandwidth yardstick.
+
+``extra_info`` carries backend, op, form, dtype, size, shape and ``bytes`` (inputs read once +
+outputs written once; 2x the copied bytes for ``copy``), from which ``report.py`` derives
+GB/s and the % of copy bandwidth.  Inputs: ``fastact._bench.bench_shape`` (rows of 1000 for
+row-wise ops, ``(N, 10, 100)`` for prelu, 1-D otherwise), values ~ N(0, 3^2).
+
+Each target is called before timing (Numba compiles on its first call; compile time is never
+timed), then ``benchmark.pedantic`` runs enough rounds to fill ``--bench-time`` seconds (at
+least 5 rounds; calls under 0.1 ms are looped so one round lasts >= 0.1 ms).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import _bench, _dispatch, _registry
+from fastact._bench import NUMPY_BASELINES
+
+#: Pseudo-backends timed in every group next to the real ones.
+BASELINES = ("numpy-expr", "copy")
+QUICK_SIZES = (1_000, 1_000_000)
+QUICK_DTYPES = ("float32",)
+MIN_ROUNDS = 5
+MAX_ROUNDS = 1000
+MIN_ROUND_S = 1e-4
+#: numpy-expr results are checked against fastact's at sizes up to this (cheap sanity check).
+CHECK_UP_TO = 100_000
+
+
+def _sizes(spec: _registry.OpSpec, quick: bool) -> tuple[int, ...]:
+    if not quick:
+        return tuple(spec.bench_sizes)
+    chosen = tuple(s for s in spec.bench_sizes if s in QUICK_SIZES)
+    return chosen or (min(spec.bench_sizes),)
+
+
+def _backend_columns(config) -> tuple[str, ...]:
+    wanted = [b.strip().lower() for b in config.getoption("bench_backends").split(",")
+              if b.strip()]
+    for name in wanted:
+        if name not in _dispatch.KNOWN:
+            raise pytest.UsageError(f"--bench-backends: unknown backend {name!r}; known: "
+                                    f"{', '.join(_dispatch.KNOWN)}")
+    return tuple(b for b in _dispatch.KNOWN if not wanted or b in wanted) + BASELINES
+
+
+def pytest_generate_tests(metafunc):
+    if "backend_column" not in metafunc.fixturenames:
+        return
+    quick = metafunc.config.getoption("bench_quick")
+    dtypes = QUICK_DTYPES if quick else _registry.KERNEL_DTYPES
+    columns = _backend_columns(metafunc.config)
+    all_sizes = sorted({s for op in _registry.OPS for s in _sizes(op, quick)})
+    params, ids = [], []
+    # dtype and size outermost so one input array serves many groups; backends innermost so
+    # a group's extra operands (grad, y, weight) are built once and its entries run back to
+    # back, under the same machine load (what makes their ratios comparable).
+    for dtype in dtypes:
+        for size in all_sizes:
+            for spec in _registry.OPS:
+                if size not in _sizes(spec, quick):
+                    continue
+                for form in spec.forms:
+                    for column in columns:
+                        params.append((spec.name, form, dtype, size, column))
+                        ids.append(f"{spec.name}-{form}-{dtype}-{size}-{column}")
+    metafunc.parametrize("op,form,dtype,size,backend_column", params, ids=ids)
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs, cached for one dtype/size and one group at a time
+# ------------------------------------------------------------------------------------------------
+
+_input_cache: dict = {}
+_group_cache: dict = {}
+
+
+def _input(size: int, dtype: str) -> np.ndarray:
+    key = (size, dtype)
+    if key not in _input_cache:
+        _input_cache.clear()
+        x = _bench.make_input(size, dtype)
+        x.flags.writeable = False  # shared by every group: a kernel writing into it would fail
+        _input_cache[key] = x
+    return _input_cache[key]
+
+
+def _group(op: str, form: str, dtype: str, size: int) -> dict:
+    key = (op, form, dtype, size)
+    if key not in _group_cache:
+        _group_cache.clear()
+        case = _bench.make_case(op, form, size, dtype, x=_input(size, dtype))
+        _group_cache[key] = {"case": case}
+    return _group_cache[key]
+
+
+def _copy_arrays(group: dict, dtype: str):
+    if "copy" not in group:
+        n = max(1, group["case"].out_nbytes // np.dtype(dtype).itemsize)
+        src = _bench.make_input(n, dtype, seed=1)
+        group["copy"] = (np.empty_like(src), src)
+    return group["copy"]
+
+
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _check_baseline(case: _bench.Case, dtype: str) -> None:
+    """The NumPy expression must compute what fastact computes (else the ratio is meaningless)."""
+    expected = _as_tuple(case.fastact()())
+    got = _as_tuple(case.numpy_expr()())
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    assert len(got) == len(expected), f"{case.op}/{case.form}: numpy-expr returns {len(got)} " \
+                                      f"arrays, fastact {len(expected)}"
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype and g.shape == e.shape, (
+            f"{case.op}/{case.form}: numpy-expr gives {g.dtype}{g.shape}, fastact "
+            f"{e.dtype}{e.shape}")
+        atol = rtol * float(np.max(np.abs(e))) if e.size else 0.0
+        np.testing.assert_allclose(
+            g, e, rtol=rtol, atol=atol,
+            err_msg=f"numpy-expr baseline of {case.op}/{case.form} disagrees with fastact: "
+                    f"{case.baseline.expr}")
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark
+# ------------------------------------------------------------------------------------------------
+
+def _plan(target, budget: float) -> tuple[int, int]:
+    """(rounds, iterations) for ``benchmark.pedantic``, from a few calls timed here.
+
+    The first call compiles (Numba) and faults the output pages in; it is not measured.
+    """
+    target()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        target()
+        times.append(max(time.perf_counter() - t0, 1e-7))
+        if times[-1] > 1e-2:  # slow enough that one estimate will do
+            break
+    # loop short calls (best case) so a round lasts >= MIN_ROUND_S; size the number of rounds
+    # on the worst case, so a noisy estimate cannot blow the time budget
+    iterations = max(1, math.ceil(MIN_ROUND_S / min(times)))
+    rounds = int(budget / (max(times) * iterations))
+    return min(MAX_ROUNDS, max(MIN_ROUNDS, rounds)), iterations
+
+
+def test_bench(benchmark, request, op, form, dtype, size, backend_column):
+    baseline = NUMPY_BASELINES.get((op, form))
+    if baseline is None:
+        pytest.fail(f"fastact/_bench.py NUMPY_BASELINES has no numpy-expr baseline for "
+                    f"{op}/{form}: add the NumPy expression a user would write", pytrace=False)
+    if backend_column in _dispatch.KNOWN:
+        if backend_column not in fa.backends():
+            reason = fa.backend_info()[backend_column].get("reason", "unknown reason")
+            pytest.skip(f"backend {backend_column} unavailable: {reason}")
+        if backend_column == "cuda":
+            pytest.skip("backend cuda: this suite times host (NumPy) arrays; CUDA is "
+                        "benchmarked on device arrays")
+
+    group = _group(op, form, dtype, size)
+    case: _bench.Case = group["case"]
+    info = dict(backend=backend_column, op=op, form=form, dtype=dtype, size=size,
+                elements=case.x.size, shape=list(case.x.shape),
+                allocator=getattr(request.config, "fastact_allocator", "default"))
+    if backend_column == "copy":
+        dst, src = _copy_arrays(group, dtype)
+        target = lambda: np.copyto(dst, src)  # noqa: E731
+        info.update(bytes=2 * dst.nbytes, in_bytes=src.nbytes, out_bytes=dst.nbytes)
+    else:
+        if backend_column == "numpy-expr":
+            if case.x.size <= CHECK_UP_TO:
+                _check_baseline(case, dtype)
+            target = case.numpy_expr()
+            info["expr"] = baseline.expr
+        else:
+            target = case.fastact(backend_column)
+        info.update(bytes=case.bytes_moved, in_bytes=case.in_nbytes, out_bytes=case.out_nbytes)
+
+    rounds, iterations = _plan(target, request.config.getoption("bench_time"))
+    benchmark.group = f"{op}-{form}-{dtype}-{size}"
+    benchmark.extra_info.update(info)
+    with _bench.OtherLoad() as load:
+        benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
+    # share of the machine other processes used meanwhile (report.py flags noisy groups)
+    benchmark.extra_info.update(other_cpu=load.value, cpus=_bench.cpu_count())

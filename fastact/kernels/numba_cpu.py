@@ -283,25 +283,28 @@ def _define_prelu_bodies():
 
 def _elementwise_specs(op: _registry.OpSpec):
     """(kernel name, arguments, loop length, loop body) for each kernel of an elementwise op."""
+    # Formulas run in float64 and are rounded once when stored (float32 inputs are widened
+    # exactly), as in the Cython kernels.
     p = "".join(f"{n}, " for n in op.param_names)
     pa = "".join(f", {n}" for n in op.param_names)
     f = f"F_{op.name}"
+    X = "np.float64(x[i])"
     fused = f"F_{op.name}_and_derivative"
     if f"{op.name}_and_derivative" not in FORMULAS:
-        fused_call = f"({f}(x[i]{pa}), {f}_derivative(x[i]{pa}))"
+        fused_call = f"({f}(xi{pa}), {f}_derivative(xi{pa}))"
     else:
-        fused_call = f"{fused}(x[i]{pa})"
+        fused_call = f"{fused}(xi{pa})"
     specs = [
-        (f"{op.name}_forward", f"x, {p}out", "x.size", f"out[i] = {f}(x[i]{pa})"),
-        (f"{op.name}_derivative", f"x, {p}out", "x.size", f"out[i] = {f}_derivative(x[i]{pa})"),
+        (f"{op.name}_forward", f"x, {p}out", "x.size", f"out[i] = {f}({X}{pa})"),
+        (f"{op.name}_derivative", f"x, {p}out", "x.size", f"out[i] = {f}_derivative({X}{pa})"),
         (f"{op.name}_and_derivative", f"x, {p}out, dout", "x.size",
-         f"v, d = {fused_call}\n        out[i] = v\n        dout[i] = d"),
+         f"xi = {X}\n        v, d = {fused_call}\n        out[i] = v\n        dout[i] = d"),
         (f"{op.name}_backward", f"grad, x, {p}out", "x.size",
-         f"out[i] = grad[i] * {f}_derivative(x[i]{pa})"),
+         f"out[i] = grad[i] * {f}_derivative({X}{pa})"),
     ]
     if op.y_backward is not None:
         specs.append((f"{op.name}_backward_from_y", f"grad, y, {p}out", "y.size",
-                      f"out[i] = grad[i] * {f}_derivative_from_y(y[i]{pa})"))
+                      f"out[i] = grad[i] * {f}_derivative_from_y(np.float64(y[i]){pa})"))
     return specs
 
 

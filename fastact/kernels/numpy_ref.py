@@ -61,7 +61,7 @@ def _leaky(x, negative_slope):
 
 
 def _leaky_d(x, negative_slope):
-    return _nan_step(x, negative_slope, 1).astype(x.dtype, copy=False)
+    return _nan_step(x, negative_slope, 1)
 
 
 def _elu(x, alpha):

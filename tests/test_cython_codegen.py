@@ -37,6 +37,9 @@ def test_every_formula_is_emitted(rendered):
     assert functions
     names = {fn.name for fn in functions}
     for fn in functions:
+        if fn.name in codegen.TEMPLATE_PROVIDED:  # e.g. pow2: the template's own C version
+            assert re.search(rf"\bf_{fn.name}\b", rendered), f"primitive {fn.name} missing"
+            continue
         ret = r"\(double, double\)" if fn.name.endswith("_and_derivative") else "double"
         args = ", ".join(f"double {a.arg}" for a in fn.args.args)
         pattern = rf"^cdef inline {ret} f_{fn.name}\({re.escape(args)}\) noexcept nogil:$"

@@ -46,6 +46,10 @@ LIBM = frozenset({
     "erf", "erfc", "floor", "ceil", "trunc", "copysign", "fmod", "hypot", "ldexp",
 })
 
+#: Functions of ``_math.py`` whose Python body is only a reference meaning: the template
+#: defines their Cython version (``f_pow2``: 2**k from exponent bits) and they are not copied.
+TEMPLATE_PROVIDED = frozenset({"pow2"})
+
 #: Always cimported by the template (its hand-written kernels use them).
 BASE_CIMPORTS = {"exp": "exp", "expm1": "expm1", "fabs": "fabs", "log": "log",
                  "log1p": "log1p", "libm_tanh": "tanh"}
@@ -266,6 +270,8 @@ def parse_math(source: str, path: str = MATH):
     functions = {fn.name: PREFIX + fn.name for fn in defs}
     formulas = []
     for fn in defs:
+        if fn.name in TEMPLATE_PROVIDED:
+            continue
         _check_function(fn, path, functions, libm, consts)
         formulas.append(Formula(
             name=fn.name,

@@ -31,7 +31,10 @@ import types
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
 from numba import njit, prange
+from numba import types as nbtypes
+from numba.extending import intrinsic
 
 from .. import _config, _math, _registry
 
@@ -117,12 +120,13 @@ def _jit_kernel(fn, parallel: bool):
 # formulas: _math.py compiled for the CPU
 # --------------------------------------------------------------------------------------------
 
-def _bind_formulas(module, decorate) -> dict:
+def _bind_formulas(module, decorate, primitives=None) -> dict:
     """Re-create every function of ``module`` in a fresh namespace and decorate it.
 
     The functions keep their code; only their globals change, so that calls between formulas
-    resolve to the decorated versions.  (The CUDA backend binds the same code with
-    ``cuda.jit(device=True)``.)
+    resolve to the decorated versions.  ``primitives`` replace functions whose Python body is
+    only a reference meaning (``pow2``: exponent-bit construction).  (The CUDA backend can
+    bind the same code with ``cuda.jit(device=True)``.)
     """
     ns = dict(vars(module))
     for name, obj in list(ns.items()):
@@ -130,10 +134,36 @@ def _bind_formulas(module, decorate) -> dict:
             clone = types.FunctionType(obj.__code__, ns, name, obj.__defaults__, obj.__closure__)
             clone.__qualname__ = obj.__qualname__
             ns[name] = decorate(clone)
+    ns.update(primitives or {})
     return ns
 
 
-FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS))
+@intrinsic
+def _double_bits(typingctx, value):
+    """The IEEE-754 bits of a float64, as int64 (an LLVM bitcast: no conversion, no branch)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.IntType(64))
+    return nbtypes.int64(nbtypes.float64), codegen
+
+
+@intrinsic
+def _bits_double(typingctx, bits):
+    """The float64 whose IEEE-754 bits are the given int64."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.DoubleType())
+    return nbtypes.float64(nbtypes.int64), codegen
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _pow2_bits(k):
+    # k + 2^52 + 1023 holds the biased exponent k + 1023 in its low mantissa bits; shift them
+    # into the exponent field (the primitive _math.pow2, for integer k in [-1022, 1023])
+    return _bits_double((_double_bits(k + 4503599627371519.0) - 0x4330000000000000) << 52)
+
+
+FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
+                          primitives={"pow2": _pow2_bits})
+_exp = FORMULAS["exp_poly"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +204,7 @@ def _softmax_row(x, mask, temperature, out, r, log):
     c = 0.0
     for j in range(n):
         if _kept(mask, r, j):
-            e = math.exp((np.float64(x[r, j]) - m) / temperature)
+            e = _exp((np.float64(x[r, j]) - m) / temperature)
             if not log:
                 out[r, j] = e
             t = s + e
@@ -213,7 +243,7 @@ def _softmax_backward_row(grad, y, mask, temperature, out, r, log):
     for j in range(n):
         if _kept(mask, r, j):
             if log:
-                out[r, j] = (grad[r, j] - math.exp(y[r, j]) * s) / temperature
+                out[r, j] = (grad[r, j] - _exp(np.float64(y[r, j])) * s) / temperature
             else:
                 out[r, j] = y[r, j] * (grad[r, j] - s) / temperature
         else:

@@ -197,7 +197,7 @@ def elu(x, alpha):
 
 
 def elu_derivative(x, alpha):
-    return 1.0 if x > 0.0 else alpha * exp_poly(x)  # exp_poly(NaN) keeps NaN
+    return 1.0 if x > 0.0 else alpha * exp_poly(x)  # NaN stays NaN
 
 
 def elu_and_derivative(x, alpha):

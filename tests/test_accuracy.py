@@ -1,0 +1,860 @@
+"""Accuracy of every op, form, backend, dtype and layout against the oracle (DESIGN.md section 4).
+
+The matrix is generated from the registry (``fastact._registry.OPS``):
+
+* elementwise ops: every form (``backward`` with ``x=`` and, where the registry allows it, with
+  ``y=``), default and varied parameters, float16/32/64, 0-d, empty, small, prime, large
+  (parallel kernels) and view layouts; inputs are deterministic random values over the op's
+  domain plus special values (NaN, +-inf, +-0, subnormals, overflow boundaries, huge values);
+* prelu: the weight as a Python float, 0-d array, 1-D of size 1 or C (x of ndim 2/3/4, channel
+  axis 1), and grad_weight against a longdouble sum;
+* softmax / log_softmax and their backward: axes, masks (fully masked rows), temperatures,
+  special rows (+inf, all -inf, NaN, huge magnitudes), long rows, views.
+
+Every element is checked against the exact value (``tests/oracle.py``), never a backend against
+itself; a failure names the worst element.  The ``test_oracle_*`` tests validate the oracle's
+formulas independently (mpmath, scipy, finite differences, exact sums).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import mpmath
+import numpy as np
+import pytest
+import scipy.special
+
+import fastact as fa
+from fastact import _registry
+
+try:
+    import oracle
+except ImportError:  # pragma: no cover - tests/ imported as a package
+    from tests import oracle
+
+DTYPES = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)]
+DTYPE_IDS = [d.name for d in DTYPES]
+
+ELEMENTWISE = [op for op in _registry.OPS if op.kind == "elementwise"]
+CHANNEL = [op for op in _registry.OPS if op.kind == "channel"]
+ROWWISE = [op for op in _registry.OPS if op.kind == "rowwise"]
+
+#: Element count above the parallel threshold (32768) that is not a multiple of anything.
+LARGE = 100_003
+
+
+def rng_for(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32("/".join(map(str, key)).encode()))
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+def big_endian(a: np.ndarray) -> np.ndarray:
+    return a.astype(a.dtype.newbyteorder(">"))
+
+
+def ident(a):
+    return a
+
+
+# ------------------------------------------------------------------------------------------------
+# layouts: (base shape, view of the base array); None = the special values, 1-D
+# ------------------------------------------------------------------------------------------------
+
+LAYOUTS: dict[str, tuple[tuple | None, Callable]] = {
+    "0d": ((), ident),
+    "empty": ((0,), ident),
+    "n1": ((1,), ident),
+    "n7": ((7,), ident),
+    "13x17": ((13, 17), ident),
+    "specials": (None, ident),
+    "large": ((LARGE,), ident),
+    "large_negstride": ((2 * LARGE,), lambda a: a[::-2]),
+    "transposed": ((17, 13), lambda a: a.T),
+    "negstride": ((101,), lambda a: a[::-1]),
+    "slices": ((26, 51), lambda a: a[1::2, ::3]),
+    "fortran": ((13, 17), np.asfortranarray),
+    "bigendian": ((13, 17), big_endian),
+    "readonly": ((13, 17), readonly),
+    "broadcast": ((1, 17), lambda a: np.broadcast_to(a, (13, 17))),  # zero stride, read-only
+}
+
+
+def base_values(shape, dtype, domain, key, *, finite=False) -> np.ndarray:
+    if shape is None:
+        v = oracle.special_values(dtype)
+        return v[np.isfinite(v)] if finite else v
+    n = math.prod(shape)
+    return oracle.random_values(rng_for(*key), n, dtype, domain, finite=finite).reshape(shape)
+
+
+def grad_values(shape, dtype, key, *, specials=True) -> np.ndarray:
+    """Upstream gradients: O(1) of both signs; with ``specials`` some zeros, NaN and inf.  (No
+    huge finite values: the derivative floor eps * max|result| would then hide everything.)"""
+    if shape is None:
+        shape = (len(oracle.special_values(dtype)),)
+    rng = rng_for("grad", *key)
+    n = math.prod(shape)
+    with oracle.quiet():
+        g = rng.uniform(-2.0, 2.0, n)
+        pick = rng.random(n) if specials else np.ones(n)
+        g[pick < 0.05] = rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan],
+                                    int((pick < 0.05).sum()))
+        return g.astype(dtype).reshape(shape)
+
+
+def snapshot(*arrays):
+    return [np.array(a, copy=True) for a in arrays]
+
+
+def assert_unchanged(before, after):
+    for b, a in zip(before, after):
+        assert np.asarray(a).tobytes() == b.tobytes() or np.array_equal(b, a, equal_nan=True), \
+            "an input was modified"
+
+
+def assert_result_array(res, shape, dtype, what):
+    assert isinstance(res, np.ndarray), f"{what}: returned {type(res).__name__}, not an ndarray"
+    assert res.shape == tuple(shape), f"{what}: shape {res.shape}, expected {tuple(shape)}"
+    assert res.dtype == np.dtype(dtype), f"{what}: dtype {res.dtype}, expected {dtype}"
+    assert res.dtype.isnative, f"{what}: result is not native-endian"
+    assert res.flags.c_contiguous, f"{what}: result is not C-contiguous"
+
+
+# ------------------------------------------------------------------------------------------------
+# elementwise ops
+# ------------------------------------------------------------------------------------------------
+
+def _cases(spec, params=None):
+    """(form, use_y) pairs: every form; backward twice where y= is allowed."""
+    p = spec.defaults if params is None else params
+    out = []
+    for form in spec.forms:
+        out.append((form, False))
+        if form == "backward" and spec.y_backward is not None and spec.y_backward(p):
+            out.append((form, True))
+    return out
+
+
+def _form_id(form, use_y):
+    return f"{form}_y" if use_y else (f"{form}_x" if form == "backward" else form)
+
+
+ELEMENTWISE_CASES = [
+    pytest.param(spec, form, use_y, id=f"{spec.name}-{_form_id(form, use_y)}")
+    for spec in ELEMENTWISE for form, use_y in _cases(spec)
+]
+
+
+def param_variants(spec):
+    """One parameter changed at a time: scaled by 0.5 and 2, and 0 and -default where the
+    parameter's check allows them."""
+    out = []
+    for p in spec.params:
+        d = p.default
+        values = [0.5 * d, 2.0 * d] if d else [0.5, 2.0]
+        if p.check in ("finite", "nonnegative") and d != 0:
+            values.append(0.0)
+        if p.check == "finite" and d > 0:
+            values.append(-d)
+        for v in values:
+            out.append({**spec.defaults, p.name: v})
+    return out
+
+
+PARAM_CASES = [
+    pytest.param(spec, form, use_y, params,
+                 id=f"{spec.name}-{_form_id(form, use_y)}-"
+                    + ",".join(f"{k}={v:g}" for k, v in params.items()))
+    for spec in ELEMENTWISE for params in param_variants(spec)
+    for form, use_y in _cases(spec, params)
+]
+
+
+def run_elementwise(spec, form, use_y, params, layout, dtype, backend):
+    dtype = np.dtype(dtype)
+    shape, view = LAYOUTS[layout]
+    key = (spec.name, form, use_y, layout, dtype.name, sorted(params.items()))
+    x_base = base_values(shape, dtype, spec.domain, key)
+    x = view(x_base)
+    fn = getattr(fa, spec.public_name(form))
+    what = f"{spec.public_name(form)}({'y=' if use_y else 'x='}..., {params}) " \
+           f"backend={backend} dtype={dtype.name} layout={layout}"
+    inputs = {"x": x}
+    if form == "backward":
+        g = view(grad_values(x_base.shape, dtype, key))
+        if use_y:
+            y_base = oracle.round_to(
+                oracle.elementwise(spec, "forward", dtype, x=x_base, params=params), dtype)
+            y = view(y_base)
+            before = snapshot(g, y)
+            got = fn(g, y=y, backend=backend, **params)
+            assert_unchanged(before, (g, y))
+            refs = [oracle.elementwise(spec, "backward", dtype, grad=g, y=y, params=params)]
+            d = oracle.elementwise(spec, "backward", dtype, grad=np.ones(y.shape), y=y,
+                                   params=params)
+            nan_ok = oracle.inf_times_underflow(g, d, dtype)
+            inputs = {"y": y, "grad": g, "x": x}
+        else:
+            before = snapshot(g, x)
+            got = fn(g, x=x, backend=backend, **params)
+            assert_unchanged(before, (g, x))
+            refs = [oracle.elementwise(spec, "backward", dtype, grad=g, x=x, params=params)]
+            d = oracle.elementwise(spec, "derivative", dtype, x=x, params=params)
+            nan_ok = oracle.inf_times_underflow(g, d, dtype)
+            inputs = {"x": x, "grad": g}
+    else:
+        nan_ok = None
+        before = snapshot(x)
+        got = fn(x, backend=backend, **params)
+        assert_unchanged(before, (x,))
+        refs = [oracle.elementwise(spec, part, dtype, x=x, params=params)
+                for part in oracle.FORM_PARTS[form]]
+    results = got if form == "and_derivative" else (got,)
+    assert len(results) == len(refs), what
+    for part, res, ref in zip(oracle.FORM_PARTS[form], results, refs):
+        assert_result_array(res, x.shape, dtype, what)
+        oracle.assert_close(f"{what} [{part}]", res, ref, dtype, inputs=inputs,
+                            ulps=oracle.part_ulps(spec, part, dtype),
+                            floor=oracle.part_floor(part, ref, dtype), nan_ok=nan_ok)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("spec, form, use_y", ELEMENTWISE_CASES)
+def test_elementwise(spec, form, use_y, layout, dtype, backend):
+    run_elementwise(spec, form, use_y, spec.defaults, layout, dtype, backend)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", ["specials", "13x17", "large"])
+@pytest.mark.parametrize("spec, form, use_y, params", PARAM_CASES)
+def test_elementwise_params(spec, form, use_y, params, layout, dtype, backend):
+    run_elementwise(spec, form, use_y, params, layout, dtype, backend)
+
+
+# ------------------------------------------------------------------------------------------------
+# prelu (channel ops)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PreluCase:
+    name: str
+    shape: tuple | None          # None: the special values, 1-D (or (k, 3) with weight "C")
+    weight: str                  # float | 0d | size1 | C
+    view: Callable = ident
+    wview: Callable = ident      # applied to an array weight
+    specials: bool = False       # NaN/inf in x (grad_weight then mostly NaN)
+
+
+PRELU_CASES = [
+    PreluCase("float-0d", (), "float"),
+    PreluCase("float-empty", (0,), "float"),
+    PreluCase("float-n7", (7,), "float"),
+    PreluCase("float-13x17", (13, 17), "float"),
+    PreluCase("0d-13x17", (13, 17), "0d"),
+    PreluCase("size1-n1", (1,), "size1"),
+    PreluCase("size1-13x17", (13, 17), "size1"),
+    PreluCase("C-2d", (13, 17), "C"),
+    PreluCase("C-3d", (5, 7, 11), "C"),
+    PreluCase("C-4d", (2, 3, 5, 7), "C"),
+    PreluCase("C-empty-batch", (0, 3, 4), "C"),
+    PreluCase("C-large", (4, 8, 3127), "C"),
+    PreluCase("size1-large", (LARGE,), "size1"),
+    PreluCase("float-large-negstride", (2 * LARGE,), "float", lambda a: a[::-2]),
+    PreluCase("C-transposed", (17, 13), "C", lambda a: a.T),
+    PreluCase("C-negstride", (5, 14, 11), "C", lambda a: a[:, ::-2, ::-1],
+              lambda w: w[::-1]),
+    PreluCase("C-fortran", (2, 3, 5, 7), "C", np.asfortranarray),
+    PreluCase("C-bigendian", (13, 17), "C", big_endian, big_endian),
+    PreluCase("C-readonly", (5, 7, 11), "C", readonly, readonly),
+    PreluCase("specials-float", None, "float", specials=True),
+    PreluCase("specials-C", None, "C", specials=True),
+]
+
+
+def prelu_inputs(case: PreluCase, dtype, form):
+    key = ("prelu", case.name, dtype.name, form)
+    if case.shape is None:
+        v = oracle.special_values(dtype)
+        if case.weight == "C":
+            v = np.resize(v, (len(v) + 2) // 3 * 3).reshape(-1, 3)
+        x_base = v
+    else:
+        x_base = base_values(case.shape, dtype, (-8.0, 8.0), key, finite=not case.specials)
+        if dtype != np.float16:  # keep grad * x sums far from overflow
+            with oracle.quiet():
+                x_base = np.clip(x_base, -1e30, 1e30).astype(dtype)
+    x = case.view(x_base)
+    if case.weight == "float":
+        weight = -0.3 if "n7" in case.name else 0.1
+    else:
+        channels = {"0d": None, "size1": 1, "C": x.shape[1] if x.ndim >= 2 else 1}[case.weight]
+        if channels is None:
+            weight = np.array(0.25, dtype)
+        else:
+            weight = case.wview(np.linspace(-0.5, 1.5, channels).astype(dtype))
+    g = case.view(grad_values(x_base.shape, dtype, key, specials=case.specials))
+    return x, weight, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", PRELU_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("spec, form", [pytest.param(s, f, id=f"{s.name}-{f}")
+                                        for s in CHANNEL for f in s.forms])
+def test_prelu(spec, form, case, dtype, backend):
+    dtype = np.dtype(dtype)
+    x, weight, g = prelu_inputs(case, dtype, form)
+    fn = getattr(fa, spec.public_name(form))
+    what = (f"{spec.public_name(form)} weight={case.weight} backend={backend} "
+            f"dtype={dtype.name} case={case.name}")
+    w_arr = weight if isinstance(weight, np.ndarray) else None
+    if form == "backward":
+        before = snapshot(g, x, *([w_arr] if w_arr is not None else []))
+        got = fn(g, x=x, weight=weight, backend=backend)
+        assert_unchanged(before, (g, x, *([w_arr] if w_arr is not None else [])))
+        assert isinstance(got, tuple) and len(got) == 2, f"{what}: expected (grad_x, grad_weight)"
+        gx, gw = got
+        assert_result_array(gx, x.shape, dtype, what)
+        ref = oracle.prelu("backward", dtype, x=x, weight=weight, grad=g)
+        oracle.assert_close(f"{what} [grad_x]", gx, ref, dtype, inputs={"x": x, "grad": g},
+                            ulps=oracle.part_ulps(spec, "backward", dtype),
+                            floor=oracle.part_floor("backward", ref, dtype))
+        # grad_weight: shaped and typed like the weight (a Python float: 0-d, x's dtype)
+        wshape = np.shape(weight)
+        wdtype = oracle.native(w_arr.dtype) if w_arr is not None else dtype
+        assert isinstance(gw, np.ndarray) and gw.shape == wshape, \
+            f"{what}: grad_weight shape {np.shape(gw)}, expected {wshape}"
+        assert gw.dtype == wdtype, f"{what}: grad_weight dtype {gw.dtype}, expected {wdtype}"
+        total, absum = oracle.prelu_grad_weight(g, x, weight)
+        rtol = {"float16": 2 * oracle.eps(np.float16), "float32": 1e-6,
+                "float64": 1e-12}[wdtype.name]
+        with oracle.quiet():
+            allowed = rtol * absum
+        oracle.assert_close(f"{what} [grad_weight vs longdouble sum, rtol {rtol:g} of sum|g x|]",
+                            gw, total, wdtype, allowed=allowed, floor=oracle.tiny(wdtype),
+                            inputs={"sum|g*x|": absum})
+        return
+    before = snapshot(x)
+    got = fn(x, weight, backend=backend)
+    assert_unchanged(before, (x,))
+    results = got if form == "and_derivative" else (got,)
+    for part, res in zip(oracle.FORM_PARTS[form], results):
+        assert_result_array(res, x.shape, dtype, what)
+        ref = oracle.prelu(part, dtype, x=x, weight=weight)
+        oracle.assert_close(f"{what} [{part}]", res, ref, dtype, inputs={"x": x},
+                            ulps=oracle.part_ulps(spec, part, dtype),
+                            floor=oracle.part_floor(part, ref, dtype))
+
+
+# ------------------------------------------------------------------------------------------------
+# softmax family
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowCase:
+    name: str
+    shape: tuple
+    axis: int = -1
+    mask: str = "none"           # none | random (one fully masked row) | bcast | special
+    temperature: float = 1.0
+    values: str = "random"       # random | special_rows
+    view: Callable = ident
+    dtypes: tuple = ("float16", "float32", "float64")
+
+
+ROW_CASES = [
+    RowCase("2d-axis-1", (13, 17)),
+    RowCase("2d-axis0", (13, 17), axis=0),
+    RowCase("2d-axis1", (13, 17), axis=1),
+    RowCase("3d-axis-1", (3, 5, 7)),
+    RowCase("3d-axis0", (3, 5, 7), axis=0),
+    RowCase("3d-axis1", (3, 5, 7), axis=1),
+    RowCase("mask-2d", (13, 17), mask="random"),
+    RowCase("mask-2d-axis0", (13, 17), axis=0, mask="random"),
+    RowCase("mask-3d-axis1", (3, 5, 7), axis=1, mask="random"),
+    RowCase("mask-broadcast", (13, 17), mask="bcast"),
+    RowCase("T0.5", (13, 17), temperature=0.5),
+    RowCase("T3", (13, 17), temperature=3.0),
+    RowCase("T3-mask-3d-axis0", (3, 5, 7), axis=0, mask="random", temperature=3.0),
+    RowCase("special-rows", (12, 9), values="special_rows"),
+    RowCase("special-rows-mask", (12, 9), mask="special", values="special_rows"),
+    RowCase("special-rows-axis0-T0.5", (9, 12), axis=0, values="special_rows",
+            temperature=0.5),
+    RowCase("long-rows", (2, 100_000), dtypes=("float32", "float64")),
+    RowCase("long-rows-axis0", (100_000, 2), axis=0, dtypes=("float32", "float64")),
+    RowCase("many-rows", (400, 257)),
+    RowCase("many-rows-mask-T0.5", (400, 257), mask="random", temperature=0.5),
+    RowCase("0d", ()),
+    RowCase("1d-n1", (1,)),
+    RowCase("1d-n7", (7,)),
+    RowCase("1d-empty", (0,)),
+    RowCase("empty-rows", (0, 5)),
+    RowCase("empty-width", (4, 0)),
+    RowCase("width1", (5, 1)),
+    RowCase("transposed", (17, 13), view=lambda a: a.T),
+    RowCase("negstride", (13, 34), view=lambda a: a[::-1, ::-2]),
+    RowCase("fortran-3d-axis1", (3, 5, 7), axis=1, view=np.asfortranarray),
+    RowCase("bigendian", (13, 17), view=big_endian),
+    RowCase("readonly-mask", (13, 17), mask="random", view=readonly),
+]
+
+
+def huge(dtype) -> float:
+    return {"float16": 6e4, "float32": 1e30, "float64": 1e300}[np.dtype(dtype).name]
+
+
+def special_rows(dtype, shape, axis):
+    """Rows (along ``axis``) of 12 kinds; row r of the moved (rows, C) view is kind r % 12."""
+    dtype = np.dtype(dtype)
+    fi = np.finfo(dtype)
+    h = huge(dtype)
+    inf, nan = np.inf, np.nan
+    kinds = [
+        [0.5, -1.0, 3.0, 2.0, -7.0, 0.0, 1.0, 4.0, -2.0],          # ordinary
+        [inf, 1.0, 2.0, -3.0, 0.0, 5.0, -inf, 1.0, 2.0],           # +inf -> NaN row
+        [-inf] * 9,                                                 # all -inf -> NaN row
+        [nan, 1.0, 2.0, 3.0, -4.0, 0.0, 1.0, 1.0, 2.0],            # NaN -> NaN row
+        [-inf, -inf, 0.0, 1.0, -1.0, 2.0, -inf, 3.0, 0.5],         # -inf entries -> 0
+        [h, h, -h, h / 2, -h / 2, 0.0, 1.0, -1.0, h],              # huge magnitudes
+        [float(fi.max), -float(fi.max), 0.0, 1.0, float(fi.max), -1.0, 2.0, 3.0, 4.0],
+        [float(fi.smallest_subnormal), 0.0, -0.0, float(fi.smallest_normal),
+         -float(fi.smallest_subnormal), 1e-30, 0.0, 0.0, 0.0],     # tiny: nearly uniform
+        [5.0] * 9,                                                  # equal: 1/C each
+        [-1e4, 0.0, 1e4, -1e4, 3.0, 1e4, 0.0, -5.0, 9999.0],       # exp underflow
+        [88.7, 89.0, -104.0, -87.3, 709.0, -745.0, 19.0, -9.0, 0.0],
+        [-30.0, -29.0, -28.5, -31.0, -30.0, -29.9, -45.0, -60.0, -30.1],
+    ]
+    moved = np.moveaxis(np.empty(shape, dtype), axis, -1)
+    rows = moved.reshape(-1, moved.shape[-1])
+    with oracle.quiet():
+        for r in range(rows.shape[0]):
+            row = np.resize(np.array(kinds[r % len(kinds)]), rows.shape[1])
+            rows[r] = row.astype(dtype)
+    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved.shape), -1, axis))
+
+
+def row_inputs(case: RowCase, dtype):
+    """(x, where) in the case's base layout (the view is applied by the caller)."""
+    key = ("rows", case.name, dtype.name)
+    rng = rng_for(*key)
+    shape = case.shape
+    if case.values == "special_rows":
+        x = special_rows(dtype, shape, case.axis)
+    else:
+        n = math.prod(shape)
+        with oracle.quiet():
+            v = rng.uniform(-30.0, 30.0, n)
+            pick = rng.random(n)
+            v[pick < 0.02] = -np.inf
+            v[(pick >= 0.02) & (pick < 0.04)] = -1e4
+            x = v.astype(dtype).reshape(shape)
+    where = None
+    if case.mask == "random":
+        where = rng.random(shape) > 0.3
+        if len(shape) >= 2:
+            np.moveaxis(where, case.axis, -1)[(0,) * (len(shape) - 1)] = False  # fully masked
+    elif case.mask == "bcast":
+        where = rng.random(shape[-1]) > 0.3
+    elif case.mask == "special":
+        where = np.ones(shape, bool)
+        moved = np.moveaxis(where, case.axis, -1).reshape(-1, shape[case.axis])
+        for r in range(moved.shape[0]):
+            kind = r % 12
+            if kind == 0:
+                moved[r] = False           # fully masked ordinary row -> 0 / -inf
+            elif kind in (1, 3):
+                moved[r, 0] = False        # the +inf / NaN masked out -> a finite row
+            elif kind == 2:
+                moved[r] = False           # fully masked row of -inf -> 0 / -inf, not NaN
+            elif kind == 5:
+                moved[r, 2] = False
+        where = np.moveaxis(moved.reshape(np.moveaxis(where, case.axis, -1).shape), -1,
+                            case.axis)
+    return x, where
+
+
+ROW_PARAMS = [
+    pytest.param(spec, form, case, np.dtype(dt),
+                 id=f"{spec.name}-{form}-{case.name}-{dt}")
+    for spec in ROWWISE for form in spec.forms for case in ROW_CASES for dt in case.dtypes
+]
+
+
+@pytest.mark.parametrize("spec, form, case, dtype", ROW_PARAMS)
+def test_rowwise(spec, form, case, dtype, backend):
+    log = spec.name.startswith("log_")
+    x_base, where_base = row_inputs(case, dtype)
+    x = case.view(x_base)
+    where = None if where_base is None else (
+        case.view(where_base) if where_base.shape == x_base.shape else where_base)
+    kw = dict(axis=case.axis, temperature=case.temperature)
+    if where is not None:
+        kw["where"] = where
+    what = (f"{spec.public_name(form)}(axis={case.axis}, T={case.temperature}, "
+            f"mask={case.mask}) backend={backend} dtype={dtype.name} case={case.name}")
+    fn = getattr(fa, spec.public_name(form))
+    if form == "forward":
+        before = snapshot(x)
+        got = fn(x, backend=backend, **kw)
+        assert_unchanged(before, (x,))
+        assert_result_array(got, x.shape, dtype, what)
+        ref = oracle.rowwise(spec.name, "forward", dtype, x=x, where=where, axis=case.axis,
+                             temperature=case.temperature)
+        allowed, exact = oracle.softmax_allowed(x, ref, dtype, axis=case.axis, where=where,
+                                                temperature=case.temperature, log=log)
+        oracle.assert_close(what, got, ref, dtype, inputs={"x": x}, allowed=allowed,
+                            floor=oracle.tiny(dtype), exact_mask=exact,
+                            bound_text="(DESIGN.md softmax bound)")
+        return
+    # backward: y is the correctly rounded forward result
+    y_ref = oracle.rowwise(spec.name, "forward", dtype, x=x_base, where=where_base,
+                           axis=case.axis, temperature=case.temperature)
+    y = case.view(oracle.round_to(y_ref, dtype))
+    g = case.view(grad_values(x_base.shape, dtype, ("rows", case.name), specials=False))
+    before = snapshot(g, y)
+    got = fn(g, y=y, backend=backend, **kw)
+    assert_unchanged(before, (g, y))
+    assert_result_array(got, y.shape, dtype, what)
+    ref = oracle.rowwise(spec.name, "backward", dtype, grad=g, y=y, where=where,
+                         axis=case.axis, temperature=case.temperature)
+    allowed, exact = oracle.softmax_backward_allowed(g, y, ref, dtype, axis=case.axis,
+                                                     where=where, temperature=case.temperature,
+                                                     log=log)
+    oracle.assert_close(what, got, ref, dtype, inputs={"y": y, "grad": g}, allowed=allowed,
+                        ulps=spec.derivative_bound.ulps(dtype.name),
+                        floor=oracle.derivative_floor(ref, dtype), exact_mask=exact,
+                        bound_text="(8 ULP, floor eps*max|result|, or the conditioning bound "
+                                   "of oracle.softmax_backward_allowed)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_rowwise_contract_values(dtype, backend):
+    """DESIGN.md section 1/8 semantics, stated independently of the oracle."""
+    f = dict(backend=backend)
+    one = np.array(0.7, dtype)
+    assert fa.softmax(one, **f)[()] == 1.0 and fa.softmax(one, **f).shape == ()
+    assert fa.log_softmax(one, **f)[()] == 0.0
+    x = np.array([[np.inf, 1.0, 2.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, 1.0],
+                  [1.0, 2.0, 3.0]], dtype)
+    for log in (False, True):
+        fn = fa.log_softmax if log else fa.softmax
+        r = fn(x, **f)
+        assert np.isnan(r[:3]).all(), f"{fn.__name__}: +inf / all -inf / NaN rows must be NaN"
+        assert np.isfinite(r[3]).all()
+        keep = np.array([[False, True, True], [False, False, False], [False, True, True],
+                         [True, True, True]])
+        r = fn(x, where=keep, **f)
+        fill = -np.inf if log else 0.0
+        assert (r[~keep] == fill).all(), f"{fn.__name__}: masked entries must be {fill}"
+        assert not np.isnan(r).any(), f"{fn.__name__}: masked rows must not be NaN: {r}"
+        gb = fa.log_softmax_backward if log else fa.softmax_backward
+        g = np.ones_like(x)
+        yb = fn(np.where(np.isfinite(x), x, 0).astype(dtype), where=keep, **f)
+        assert (gb(g, y=yb, where=keep, **f)[~keep] == 0).all()
+    s = fa.softmax(np.array([1.0, 2.0, 3.0], dtype), **f)
+    assert abs(float(s.astype(np.float64).sum()) - 1) <= 4 * oracle.eps(dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# the oracle itself: compare() must catch errors
+# ------------------------------------------------------------------------------------------------
+
+def test_compare_detects_errors():
+    ref = np.array([1.0, 2.0, np.nan, np.inf, 0.0, 1e-40], np.float64)
+    good = ref.astype(np.float32)
+    assert oracle.compare(good, ref, np.float32, ulps=0).ok.all()
+    off = good.copy()
+    off[0] = np.nextafter(np.float32(1), np.float32(2))
+    off[1] = np.nextafter(np.nextafter(np.float32(2), np.float32(3)), np.float32(3))
+    c = oracle.compare(off, ref, np.float32, ulps=1)
+    assert c.ok[0] and not c.ok[1] and c.ulp[1] == 2
+    assert not oracle.compare(off, ref, np.float32, ulps=0).ok[0]
+    for i, v in ((2, 0.0), (3, np.float32(3e38)), (4, np.nan), (4, np.inf)):
+        bad = good.copy()
+        bad[i] = v
+        assert not oracle.compare(bad, ref, np.float32, ulps=4).ok[i], (i, v)
+    tiny_err = good.copy()
+    tiny_err[5] = 0.0  # 1e-40 -> 0: below the smallest normal, accepted by the floor only
+    assert not oracle.compare(tiny_err, ref, np.float32, ulps=4).ok[5]
+    assert oracle.compare(tiny_err, ref, np.float32, ulps=4, floor=oracle.tiny(np.float32)).ok[5]
+    assert oracle.compare(np.float32(-0.0), np.float64(0.0), np.float32, ulps=0).ok.all()
+    with pytest.raises(AssertionError, match="worst element at index"):
+        oracle.assert_close("demo", off, ref, np.float32, ulps=1, inputs={"x": ref})
+    # longdouble reference for float64 results: half an ULP off is half an ULP
+    r = np.array([1], oracle.LONG) + oracle.LONG.type(2.0 ** -53)
+    assert oracle.compare(np.array([1.0]), r, np.float64, ulps=1).ulp[0] == 0.5
+
+
+def test_longdouble_is_wider_than_float64():
+    """The float64 oracle needs a wider type (x86-64 80-bit extended precision)."""
+    assert np.finfo(np.longdouble).nmant >= 63
+    assert np.finfo(np.longdouble).minexp < -16000
+
+
+# ------------------------------------------------------------------------------------------------
+# the oracle's formulas, validated independently
+# ------------------------------------------------------------------------------------------------
+
+#: Allowed relative error of the wide reference: far below an ULP of the result dtype.
+ORACLE_RTOL = {"float32": 2.0 ** -40, "float64": 2.0 ** -58}
+
+
+def sample_points(dtype, domain, key, n=160):
+    rng = rng_for("mp", *key)
+    sv = oracle.special_values(dtype)
+    sv = sv[np.isfinite(sv)]
+    with oracle.quiet():
+        pts = np.concatenate([sv, rng.uniform(domain[0], domain[1], n).astype(dtype),
+                              oracle.log_uniform(rng, n // 4, dtype),
+                              np.linspace(domain[0], domain[1], 41).astype(dtype)])
+    return pts
+
+
+def _oracle_vs_mpmath(name, part, dtype, values, ref, params, exact_op):
+    dtype = np.dtype(dtype)
+    floor = mpmath.mpf(float(np.finfo(dtype).smallest_subnormal)) / 16
+    rtol = ORACLE_RTOL[dtype.name]
+    if exact_op and dtype == np.float64:
+        # exact ops: the reference is the float64 result itself, correctly rounded: half an ULP
+        # (subnormal results: half the subnormal spacing)
+        rtol, floor = 2.0 ** -53, 8 * floor
+    worst = (0.0, None)
+    for v, r in zip(values.reshape(-1), ref.reshape(-1)):
+        p = {k: float(val) for k, val in (params or {}).items()}
+        exact = oracle.mp_value(name, part, v, p)
+        e = oracle.mp_relative_error(r, exact, floor)
+        if e > worst[0]:
+            worst = (e, (v, r, exact))
+    assert worst[0] <= rtol, (
+        f"oracle {name} {part} ({dtype.name} results): relative error {worst[0]:.3g} > "
+        f"{rtol:.3g} at x={worst[1][0]!r}: oracle {oracle.fmt(worst[1][1])}, mpmath "
+        f"{mpmath.nstr(worst[1][2], 25)}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("part", ["forward", "derivative"])
+@pytest.mark.parametrize("spec", ELEMENTWISE, ids=lambda s: s.name)
+def test_oracle_matches_mpmath(spec, part, dtype):
+    assert spec.name in oracle.MP_FORMULAS, \
+        f"add an independent mpmath formula for {spec.name} to tests/oracle.py MP_FORMULAS"
+    variants = [spec.defaults] + param_variants(spec)
+    for params in variants:
+        x = sample_points(dtype, spec.domain, (spec.name, part, dtype, sorted(params.items())))
+        ref = oracle.elementwise(spec, part, dtype, x=x, params=params)
+        _oracle_vs_mpmath(spec.name, part, dtype, x, ref, params,
+                          oracle.part_bound(spec, part).exact)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("part", ["forward", "derivative"])
+def test_oracle_prelu_matches_mpmath(part, dtype):
+    dtype = np.dtype(dtype)
+    pts = sample_points(dtype, (-8.0, 8.0), ("prelu", part, dtype.name))
+    x = np.resize(pts, (len(pts) + 2) // 3 * 3).reshape(-1, 3)
+    weight = np.array([0.1, -0.3, 0.75])
+    ref = oracle.prelu(part, dtype, x=x, weight=weight)
+    for c in range(3):
+        _oracle_vs_mpmath("prelu", part, dtype, x[:, c], ref[:, c],
+                          {"weight": weight[c]}, True)
+    gx = np.linspace(-3, 3, x.size).reshape(x.shape)
+    total, _ = oracle.prelu_grad_weight(gx, x, weight)
+    with mpmath.workdps(60):
+        for c in range(3):
+            exact = mpmath.fsum(oracle.to_mpf(gx[i, c]) * oracle.to_mpf(x[i, c])
+                                for i in range(x.shape[0]) if not x[i, c] > 0)
+            assert oracle.mp_relative_error(total[c], exact, 0.0) <= 2.0 ** -50
+
+
+def test_oracle_matches_scipy_and_numpy():
+    """Cross-check with other libraries' correctly-rounded-ish float64 / longdouble routines."""
+    sig, tanh = _registry.get("sigmoid"), _registry.get("tanh")
+    x64 = sample_points(np.float64, (-40.0, 40.0), ("scipy",))
+    x64 = x64[np.abs(x64) <= 700]  # scipy's float64 expit is 0 from exp overflow beyond ~709
+    for dtype, tol in ((np.float32, 2.0 ** -50), (np.float64, 2.0 ** -61)):
+        wide = oracle.wide_dtype(dtype)
+        with oracle.quiet():
+            x = x64.astype(dtype) if dtype == np.float32 else x64
+            expit = scipy.special.expit(x.astype(wide))
+            th = np.tanh(x.astype(wide))
+            ref_s = oracle.elementwise(sig, "forward", dtype, x=x)
+            ref_t = oracle.elementwise(tanh, "forward", dtype, x=x)
+            rel_s = np.abs(ref_s - expit) / np.maximum(np.abs(expit), np.finfo(wide).tiny)
+            rel_t = np.abs(ref_t - th) / np.maximum(np.abs(th), np.finfo(wide).tiny)
+        assert np.nanmax(rel_s) <= tol, ("sigmoid vs scipy.special.expit", dtype)
+        assert np.nanmax(rel_t) <= tol, ("tanh vs np.tanh", dtype)
+
+
+def _fd_points(spec):
+    lo, hi = spec.domain
+    rng = rng_for("fd", spec.name)
+    return np.concatenate([np.linspace(lo, hi, 97), rng.uniform(lo, hi, 200),
+                           rng.uniform(-3, 3, 100)]).astype(np.float64)
+
+
+@pytest.mark.parametrize("spec", ELEMENTWISE, ids=lambda s: s.name)
+def test_oracle_derivative_matches_finite_differences(spec):
+    """The derivative reference against central differences of the forward reference in
+    longdouble (points within a step of a kink are detected by one-sided differences and
+    skipped; at least 80% must be checked)."""
+    L = oracle.LONG
+    for params in [spec.defaults] + param_variants(spec):
+        def f(v):
+            return oracle.evaluate(spec, "forward", L, x=v, params=params)
+
+        x = _fd_points(spec).astype(L)
+        h = L.type(2.0 ** -20) * np.maximum(1, np.abs(x))
+        with oracle.quiet():
+            fp, f0, fm = f(x + h), f(x), f(x - h)
+            central = (fp - fm) / (2 * h)
+            right, left = (fp - f0) / h, (f0 - fm) / h
+            d = oracle.evaluate(spec, "derivative", L, x=x, params=params)
+            rounding = 64 * oracle.LONG.type(np.finfo(L).eps) * (np.abs(fp) + np.abs(fm)) / h
+            smooth = np.abs(right - left) <= 1e-3 * (np.abs(right) + np.abs(left)) + rounding
+            err = np.abs(central - d)
+            tol = 1e-7 * np.abs(d) + np.abs(right - left) + rounding  # O(h) where f'' jumps
+        assert smooth.mean() >= 0.8, f"{spec.name}: too many kinks? {smooth.mean():.2f}"
+        bad = smooth & ~(err <= tol)
+        assert not bad.any(), (
+            f"{spec.name} {params}: derivative reference != finite difference at "
+            f"x={x[bad][:5]}: derivative {d[bad][:5]}, central difference {central[bad][:5]}")
+
+
+@pytest.mark.parametrize("spec", [s for s in ELEMENTWISE if s.y_backward is not None],
+                         ids=lambda s: s.name)
+def test_oracle_backward_forms_consistent(spec):
+    """grad * f'(x) == backward(grad, x=x), and f'(y) computed from y = f(x) agrees with f'(x)
+    (longdouble, moderate |x| where y determines x well)."""
+    L = oracle.LONG
+    for params in [spec.defaults] + param_variants(spec):
+        x = np.linspace(-5, 5, 1001).astype(np.float64)
+        g = np.cos(np.arange(x.size)) + 1.5
+        d = oracle.elementwise(spec, "derivative", np.float64, x=x, params=params)
+        b = oracle.elementwise(spec, "backward", np.float64, grad=g, x=x, params=params)
+        with oracle.quiet():
+            assert np.allclose(b, g.astype(b.dtype) * d, rtol=1e-15, atol=0), spec.name
+        if not spec.y_backward(params):
+            continue
+        y = oracle.elementwise(spec, "forward", np.float64, x=x, params=params).astype(L)
+        by = oracle.evaluate(spec, "derivative_from_y", L, y=y, params=params)
+        with oracle.quiet():
+            ok = np.abs(by - d.astype(L)) <= 1e-12 * np.abs(d.astype(L)) + 1e-300
+        assert ok.all(), (spec.name, params, x[~ok][:5], by[~ok][:5], d[~ok][:5])
+
+
+def test_oracle_special_values():
+    """Limits and NaN propagation of the references (DESIGN.md section 3), stated by hand."""
+    expect = {  # op: [(x, f(x), f'(x))]
+        "sigmoid": [(np.inf, 1.0, 0.0), (-np.inf, 0.0, 0.0), (0.0, 0.5, 0.25)],
+        "tanh": [(np.inf, 1.0, 0.0), (-np.inf, -1.0, 0.0), (0.0, 0.0, 1.0)],
+        "relu": [(np.inf, np.inf, 1.0), (-np.inf, 0.0, 0.0), (0.0, 0.0, 0.0)],
+        "leaky_relu": [(np.inf, np.inf, 1.0), (-np.inf, -np.inf, 0.01), (0.0, 0.0, 0.01)],
+        "elu": [(np.inf, np.inf, 1.0), (-np.inf, -1.0, 0.0), (0.0, 0.0, 1.0)],
+    }
+    for spec in ELEMENTWISE:
+        for dtype in ("float32", "float64"):
+            nan = np.array([np.nan])
+            for part in ("forward", "derivative"):
+                assert np.isnan(oracle.elementwise(spec, part, dtype, x=nan)).all(), \
+                    (spec.name, part, "NaN must propagate")
+            for xv, fv, dv in expect.get(spec.name, []):
+                x = np.array([xv])
+                assert oracle.elementwise(spec, "forward", dtype, x=x)[0] == fv, (spec.name, xv)
+                assert oracle.elementwise(spec, "derivative", dtype, x=x)[0] == dv, \
+                    (spec.name, xv)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("spec", ROWWISE, ids=lambda s: s.name)
+def test_oracle_rowwise_matches_mpmath(spec, dtype):
+    """Small rows (masks, temperatures) against mpmath with an exact sum."""
+    log = spec.name.startswith("log_")
+    dtype = np.dtype(dtype)
+    rng = rng_for("mp-rows", spec.name, dtype.name)
+    rtol = ORACLE_RTOL[dtype.name]
+    for temperature in (0.5, 1.0, 3.0):
+        for C in (1, 2, 5, 8):
+            x = rng.uniform(-40, 40, (6, C)).astype(dtype)
+            x[1] = x[1] * 1e-3
+            x[2, 0] = x[2, -1]  # ties
+            keep = rng.random((6, C)) > 0.3
+            keep[3] = False
+            keep[4] = True
+            for where in (None, keep):
+                ref = oracle.rowwise(spec.name, "forward", dtype, x=x, where=where,
+                                     temperature=temperature)
+                kr = oracle.keep_mask(where, x.shape)
+                exact = oracle.mp_rows(x, kr, temperature, log)
+                for i in range(x.shape[0]):
+                    for j in range(C):
+                        e = exact[i][j]
+                        r = ref[i, j]
+                        if mpmath.isinf(e) or e == 0:
+                            assert r == float(e), (spec.name, i, j, r, e)
+                            continue
+                        with mpmath.workdps(oracle.MP_DPS):
+                            err = abs(oracle.to_mpf(r) - e)
+                            scale = (1 + abs(e)) if log else abs(e)
+                            ok = err <= rtol * scale
+                        assert ok, (spec.name, temperature, C, i, j, r,
+                                                     mpmath.nstr(e, 25))
+
+
+@pytest.mark.parametrize("spec", ROWWISE, ids=lambda s: s.name)
+def test_oracle_rowwise_backward_matches_finite_differences(spec):
+    """The backward reference at y = f(x) is the vector-Jacobian product g . df/dx: compare
+    with central differences of L(x) = sum(g * f(x)) in longdouble, with masks and T."""
+    L = oracle.LONG
+    rng = rng_for("fd-rows", spec.name)
+    for temperature in (0.5, 1.0, 3.0):
+        x = rng.uniform(-3, 3, (4, 6)).astype(L)
+        g = rng.uniform(-2, 2, (4, 6)).astype(L)
+        keep = rng.random((4, 6)) > 0.3
+        keep[0] = True
+        for where in (None, keep):
+            y = oracle.rowwise(spec.name, "forward", np.float64, x=x, where=where,
+                               temperature=temperature)
+            b = oracle.rowwise(spec.name, "backward", np.float64, grad=g, y=y, where=where,
+                               temperature=temperature)
+            h = L.type(2.0 ** -22)
+            kr = oracle.keep_mask(where, x.shape)
+            for i in range(x.shape[0]):
+                for j in range(x.shape[1]):
+                    if not kr[i, j]:
+                        assert b[i, j] == 0
+                        continue
+                    xp, xm = x.copy(), x.copy()
+                    xp[i, j] += h
+                    xm[i, j] -= h
+                    with oracle.quiet():
+                        fp = oracle.rowwise(spec.name, "forward", np.float64, x=xp,
+                                            where=where, temperature=temperature)
+                        fm = oracle.rowwise(spec.name, "forward", np.float64, x=xm,
+                                            where=where, temperature=temperature)
+                        lp = np.where(kr, g * fp, 0).sum()
+                        lm = np.where(kr, g * fm, 0).sum()
+                    fd = (lp - lm) / (2 * h)
+                    assert abs(fd - b[i, j]) <= 1e-8 * (1 + abs(b[i, j])), \
+                        (spec.name, temperature, i, j, fd, b[i, j])
+
+
+def test_oracle_rowwise_special_rows():
+    """The oracle's special-row semantics are DESIGN.md's."""
+    x = np.array([[np.inf, 1.0], [-np.inf, -np.inf], [np.nan, 1.0], [-np.inf, 0.0]])
+    for name, fill in (("softmax", 0.0), ("log_softmax", -np.inf)):
+        r = oracle.rowwise(name, "forward", np.float64, x=x)
+        assert np.isnan(r[:3]).all()
+        assert r[3, 0] == fill and r[3, 1] == (0.0 if name == "log_softmax" else 1.0)
+        keep = np.array([[False, True], [False, False], [False, True], [True, True]])
+        r = oracle.rowwise(name, "forward", np.float64, x=x, where=keep)
+        assert (r[~keep] == fill).all() and not np.isnan(r).any()
+        r0 = oracle.rowwise(name, "forward", np.float64, x=np.array(3.0))
+        assert r0.shape == () and r0[()] == (0.0 if name == "log_softmax" else 1.0)

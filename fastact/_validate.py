@@ -22,6 +22,8 @@ except ImportError:  # pragma: no cover - numpy < 1.25
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _SUPPORTED = (F16, F32, F64)
+#: every accepted dtype (either byte order) -> its native twin; one dict lookup per call
+_NATIVE = {d.newbyteorder(order): d for d in _SUPPORTED for order in "<>="}
 
 
 def _hint(fname: str, argname: str, what: str) -> TypeError:
@@ -37,8 +39,8 @@ def as_array(fname: str, argname: str, obj) -> np.ndarray:
     (nested) lists of them become float64.
     """
     if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
-        a = np.asarray(obj)
-        if a.dtype.kind != "f" or a.dtype.newbyteorder("=") not in _SUPPORTED:
+        a = obj if type(obj) is np.ndarray else np.asarray(obj)
+        if a.dtype not in _NATIVE:
             raise _hint(fname, argname, f"dtype {a.dtype}")
         return a
     if isinstance(obj, bool) or obj is None or isinstance(obj, (str, bytes)):
@@ -55,7 +57,10 @@ def as_array(fname: str, argname: str, obj) -> np.ndarray:
 
 
 def result_dtype(*arrays: np.ndarray) -> np.dtype:
-    return np.result_type(*[a.dtype.newbyteorder("=") for a in arrays])
+    first = _NATIVE[arrays[0].dtype]
+    if all(_NATIVE[a.dtype] == first for a in arrays[1:]):
+        return first
+    return np.result_type(*[_NATIVE[a.dtype] for a in arrays])
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -75,6 +80,8 @@ def same_shape(fname: str, named: dict[str, np.ndarray]) -> tuple[int, ...]:
 
 def flat(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """C-contiguous native 1-D view (or copy) in the compute dtype."""
+    if a.dtype == dtype and a.flags.c_contiguous:
+        return a.reshape(-1)
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
@@ -122,7 +129,7 @@ def check_out(fname: str, argname: str, out, shape: tuple, dtype: np.dtype):
                         f"got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{fname}: {argname} has shape {out.shape}, expected {shape}")
-    if out.dtype.kind != "f" or out.dtype.newbyteorder("=") != dtype:
+    if _NATIVE.get(out.dtype) != dtype:
         raise TypeError(f"{fname}: {argname} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{fname}: {argname} is read-only")
@@ -154,7 +161,9 @@ def kernel_buffer(out, shape: tuple, dtype: np.dtype, inputs) -> np.ndarray:
     every kernel input or exactly the same memory as it (in place, element i read before
     element i is written).  Otherwise a fresh buffer, copied into ``out`` by :func:`deliver`.
     """
-    if (out is not None and out.dtype == dtype and out.flags.c_contiguous
+    if out is None:
+        return np.empty(shape, dtype)
+    if (out.dtype == dtype and out.flags.c_contiguous
             and all(_safe_alias(out, a) for a in inputs)):
         return out.reshape(-1) if out.ndim == 0 else out
     return np.empty(shape, dtype)
@@ -169,11 +178,13 @@ def _safe_alias(out: np.ndarray, a) -> bool:
 
 def deliver(out, buffer: np.ndarray, shape: tuple, dtype: np.dtype):
     """Return the result: ``out`` (filled) if given, else a new C-contiguous array."""
-    result = buffer.reshape(shape)
+    result = buffer.reshape(shape) if buffer.shape != shape else buffer
+    if out is None and result.dtype == dtype:
+        return result
     # float32 -> float16 rounding overflows to inf by design: no RuntimeWarning for it
     with np.errstate(over="ignore"):
         if out is None:
-            return result if result.dtype == dtype else result.astype(dtype)
+            return result.astype(dtype)
         if not np.may_share_memory(out, buffer):
             np.copyto(out, result)
     return out

@@ -27,26 +27,35 @@ def _call_kernel(module, kernel_name: str, *args) -> None:
 
 def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, backend):
     spec = OPS_BY_NAME[name]
-    fname = _PREFIX + spec.public_name("backward" if form == "backward_from_y" else form)
-    named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
-    shape = _validate.same_shape(fname, named)
-    rdtype = _validate.result_dtype(*named.values())
+    fname = _FNAMES[name, form]
+    named = [_validate.as_array(fname, k, v) for k, v in arrays.items()]
+    shape = named[0].shape if len(named) == 1 else _validate.same_shape(
+        fname, dict(zip(arrays, named)))
+    rdtype = _validate.result_dtype(*named)
     cdtype = _validate.compute_dtype(rdtype)
-    params = _validate.params(fname, spec, param_values)
+    params = _validate.params(fname, spec, param_values) if spec.params else ()
     if form == "and_derivative":
         outs = _validate.check_out_pair(fname, out, shape, rdtype)
     else:
         outs = (_validate.check_out(fname, "out", out, shape, rdtype),)
     if form == "backward_from_y" and not spec.y_backward(dict(zip(spec.param_names, params))):
         raise ValueError(f"{fname}: y= needs {spec.y_backward_rule}; pass x= instead")
-    _, module = _dispatch.resolve(backend)
-    flats = [_validate.flat(a, cdtype) for a in named.values()]
+    module = _dispatch.resolve(backend)[1]
+    flats = [_validate.flat(a, cdtype) for a in named]
     buffers = [_validate.kernel_buffer(o, shape, cdtype, flats) for o in outs]
     if flats[0].size:
-        _call_kernel(module, f"{name}_{form}", *flats, *params,
-                     *[b.reshape(-1) for b in buffers])
-    results = tuple(_validate.deliver(o, b, shape, rdtype) for o, b in zip(outs, buffers))
-    return results if form == "and_derivative" else results[0]
+        getattr(module, _KERNELS[name, form])(*flats, *params, *[b.reshape(-1) for b in buffers])
+    if form == "and_derivative":
+        return tuple(_validate.deliver(o, b, shape, rdtype) for o, b in zip(outs, buffers))
+    return _validate.deliver(outs[0], buffers[0], shape, rdtype)
+
+
+#: (op, form) -> public function name for messages, and -> kernel name (computed once)
+_FNAMES = {(op.name, form): _PREFIX + op.public_name(form) for op in _registry.OPS
+           for form in op.forms}
+_FNAMES.update({(op.name, "backward_from_y"): _PREFIX + op.public_name("backward")
+                for op in _registry.OPS if op.y_backward})
+_KERNELS = {key: f"{key[0]}_{key[1]}" for key in _FNAMES}
 
 
 def _backward_input(fname: str, x, y):
@@ -61,7 +70,7 @@ def _prelu_weight(fname: str, weight, x: np.ndarray):
         w = _validate.as_array(fname, "weight", weight)
         if w.ndim > 1:
             raise ValueError(f"{fname}: weight must be a scalar or 1-D, got shape {w.shape}")
-        wdtype = w.dtype.newbyteorder("=")
+        wdtype = _validate.result_dtype(w)
     else:
         w = np.asarray(_validate.real_param(fname, "weight", weight), dtype=np.float64)
         wdtype = None

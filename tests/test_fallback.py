@@ -8,73 +8,28 @@ raise ``BackendUnavailable``, and results must still equal a float64 NumPy oracl
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastact as fa
-from fastact import _config
+
+from _subprocess import RECORDER, run_python, subprocess_environment
 
 pytestmark = pytest.mark.subprocess
 
-PACKAGE_ROOT = Path(fa.__file__).resolve().parent.parent
 REQUIRED = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
             if b.strip()]
-TIMEOUT = 120
 
 
 @pytest.fixture(scope="session")
 def fallback_env(tmp_path_factory):
-    env = dict(os.environ)
-    env.pop("FASTACT_BACKEND", None)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(PACKAGE_ROOT)] + [p for p in paths if Path(p).resolve() != PACKAGE_ROOT])
-    if not env.get("FASTACT_CACHE_DIR", "").strip() and not env.get("NUMBA_CACHE_DIR", "").strip():
-        cache = _config.cache_dir()
-        if not _config.writable_dir(cache):
-            cache = str(tmp_path_factory.mktemp("fastact-cache"))
-        env["FASTACT_CACHE_DIR"] = cache
-    return env
-
-
-def run_python(code: str, env: dict, timeout: float = TIMEOUT) -> dict:
-    try:
-        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                              capture_output=True, text=True, timeout=timeout,
-                              cwd=str(PACKAGE_ROOT))
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"subprocess did not finish in {timeout} s; stderr: {exc.stderr}")
-    assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return subprocess_environment(tmp_path_factory)
 
 
 #: Runs after the blocking preamble: which backend runs, what info says, results of a few ops.
-PROBE = """
-import importlib, json
-import numpy as np
-import fastact as fa
-from fastact import _registry
-LOG = []
-MODULES = {"numba": "fastact.kernels.numba_cpu",
-           "cython": "fastact.kernels._cython_kernels",
-           "numpy": "fastact.kernels.numpy_ref"}
-for _name in fa.backends():
-    if _name not in MODULES:
-        continue
-    _module = importlib.import_module(MODULES[_name])
-    for _k in _registry.kernel_names():
-        def _wrap(*a, _o=getattr(_module, _k), _n=_name):
-            LOG.append(_n)
-            return _o(*a)
-        setattr(_module, _k, _wrap)
-
+PROBE = RECORDER + """
 x = np.linspace(-4, 4, 24).reshape(2, 3, 4)
 g = np.cos(np.arange(24.0)).reshape(2, 3, 4) + 1.5
 res = {"backends": fa.backends(), "select": fa.select_backend("sigmoid", x), "info": {}}

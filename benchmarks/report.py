@@ -10,7 +10,8 @@ faster) and its throughput in GB/s with the % of the ``np.copyto`` bandwidth mea
 same group.  Then a summary: the geometric-mean speed-up of each backend over numpy-expr, in
 all and per size.  Only ratios within one run are meaningful on a shared machine.
 
-Needs only the standard library (reads ``extra_info`` written by ``benchmarks/test_bench.py``:
+Needs fastact (for its table formatting) and reads the ``extra_info`` written by
+``benchmarks/test_bench.py`` (
 backend, op, form, dtype, size, bytes).
 """
 
@@ -21,6 +22,8 @@ import json
 import math
 import sys
 from collections import defaultdict
+
+from fastact._bench import format_size, format_table, format_time
 
 BASELINE = "numpy-expr"
 COPY = "copy"
@@ -56,24 +59,6 @@ def backend_order(names) -> list[str]:
     return ordered + sorted(names - set(ordered))
 
 
-def fmt_time(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
-        if seconds >= scale or unit == "ns":
-            value = seconds / scale
-            digits = 0 if value >= 100 else 1 if value >= 10 else 2
-            return f"{value:.{digits}f} {unit}"
-    return "-"  # pragma: no cover
-
-
-def fmt_size(size: int) -> str:
-    size = int(size)
-    if size > 0:
-        e = round(math.log10(size))
-        if 10 ** e == size and e >= 3:
-            return f"1e{e}"
-    return f"{size:,}"
-
-
 def gbs(rec: dict) -> float | None:
     if rec.get("bytes") and rec["median"] > 0:
         return rec["bytes"] / rec["median"] / 1e9
@@ -81,22 +66,8 @@ def gbs(rec: dict) -> float | None:
 
 
 def table(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
-    widths = [max(len(c) for c in col) for col in zip(headers, *rows)]
-    left = {0, 1}  # dtype, size
-
-    def line(cells):
-        parts = [c.ljust(w) if i in left else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(parts) + " |" if markdown else "  ".join(parts)
-
-    out = [line(headers)]
-    if markdown:
-        out.append("|" + "|".join(":" + "-" * (w + 1) if i in left else "-" * (w + 1) + ":"
-                                  for i, w in enumerate(widths)) + "|")
-    else:
-        out.append("  ".join("-" * w for w in widths))
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    """dtype and size columns left-aligned, numbers right-aligned."""
+    return format_table(headers, rows, markdown, align="ll" + "r" * (len(headers) - 2))
 
 
 def geomean(values) -> float:
@@ -159,14 +130,14 @@ def render(records: list[dict], markdown: bool = False) -> str:
             noisy = any((r.get("other_cpu") or 0) > NOISY for r in entries.values())
             if noisy:
                 noisy_groups.add(k)
-            row = [k[2], fmt_size(k[3]) + (" *" if noisy else "")]
+            row = [k[2], format_size(k[3]) + (" *" if noisy else "")]
             for b in present:
                 rec = entries.get(b)
                 if rec is None:
                     row += ["-"] if b == BASELINE else ["-", "-"]
                     row += ["-"]
                     continue
-                row.append(fmt_time(rec["median"]))
+                row.append(format_time(rec["median"]))
                 if b != BASELINE:
                     row.append(f"{base['median'] / rec['median']:.2f}x" if base else "-")
                 g = gbs(rec)
@@ -184,7 +155,7 @@ def render(records: list[dict], markdown: bool = False) -> str:
     if ups:
         sizes = sorted({s for values in ups.values() for s, _, _ in values})
         dtypes = sorted({d for values in ups.values() for _, d, _ in values})
-        headers = ["backend", "groups", "all"] + [fmt_size(s) for s in sizes] + dtypes
+        headers = ["backend", "groups", "all"] + [format_size(s) for s in sizes] + dtypes
         rows = []
         for b in backend_order(ups):
             values = ups[b]

@@ -11,8 +11,7 @@ same group.  Then a summary: the geometric-mean speed-up of each backend over nu
 all and per size.  Only ratios within one run are meaningful on a shared machine.
 
 Needs fastact (for its table formatting) and reads the ``extra_info`` written by
-``benchmarks/test_bench.py`` (
-backend, op, form, dtype, size, bytes).
+``benchmarks/test_bench.py`` (backend, op, form, dtype, size, bytes).
 """
 
 from __future__ import annotations

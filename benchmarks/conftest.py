@@ -16,7 +16,6 @@ Unavailable backends are skipped with the reason from ``fastact.backend_info()``
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -42,16 +41,11 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
-    import fastact as fa
+    from fastact import _dispatch
 
-    required = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
-                if b.strip()]
-    missing = [b for b in required if b not in fa.backends()]
+    missing = _dispatch.missing_required()
     if missing:
-        info = fa.backend_info()
-        reasons = "; ".join(f"{b}: {info.get(b, {}).get('reason', 'unknown backend')}"
-                            for b in missing)
-        raise pytest.UsageError(f"FASTACT_REQUIRE_BACKENDS: unavailable backends: {reasons}")
+        raise pytest.UsageError(f"FASTACT_REQUIRE_BACKENDS: unavailable backends: {missing}")
 
 
 def pytest_report_header(config):

@@ -16,6 +16,10 @@ BACKEND: str | None = os.environ.get("FASTACT_BACKEND", "").strip().lower() or N
 
 NO_CACHE: bool = bool(os.environ.get("FASTACT_NO_CACHE", "").strip())
 
+REQUIRE_BACKENDS: tuple[str, ...] = tuple(
+    b.strip().lower() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
+    if b.strip())
+
 
 def _int_env(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()

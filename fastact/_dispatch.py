@@ -153,6 +153,13 @@ def set_num_threads(n: int) -> int:
     return previous
 
 
+def missing_required() -> str:
+    """Why the backends named in ``FASTACT_REQUIRE_BACKENDS`` are unavailable ("" if all are
+    there).  The test and benchmark suites refuse to run without them (CI sets it)."""
+    missing = [b for b in _config.REQUIRE_BACKENDS if b not in KNOWN or _load(b) is None]
+    return "; ".join(f"{b}: {_reasons.get(b, 'unknown backend')}" for b in missing)
+
+
 def backend_info() -> dict:
     """Per backend: available or why not, plus versions, threads and threading details."""
     info = {}

@@ -13,21 +13,20 @@ import os
 import pytest
 
 import fastact as fa
+from fastact import _config
 from fastact import _dispatch
 
 HOST_BACKENDS = _dispatch.HOST_PRIORITY  # numba, cython, numpy
-REQUIRED = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
-            if b.strip()]
+REQUIRED = _config.REQUIRE_BACKENDS
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def pytest_sessionstart(session):
-    missing = [b for b in REQUIRED if b not in fa.backends()]
+    from fastact import _dispatch
+
+    missing = _dispatch.missing_required()
     if missing:
-        info = fa.backend_info()
-        reasons = "; ".join(f"{b}: {info.get(b, {}).get('reason', 'unknown backend')}"
-                            for b in missing)
-        raise pytest.UsageError(f"FASTACT_REQUIRE_BACKENDS: unavailable backends: {reasons}")
+        raise pytest.UsageError(f"FASTACT_REQUIRE_BACKENDS: unavailable backends: {missing}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -25,8 +25,7 @@ KNOWN = ("cuda", "numba", "cython", "numpy")
 HOST = ("numba", "cython", "numpy")
 MODULES = {"numba": "fastact.kernels.numba_cpu", "cython": "fastact.kernels._cython_kernels",
            "numpy": "fastact.kernels.numpy_ref"}
-REQUIRED = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
-            if b.strip()]
+REQUIRED = _config.REQUIRE_BACKENDS
 
 
 def host_available():

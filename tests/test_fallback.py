@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 import fastact as fa
+from fastact import _config
 
 from _subprocess import RECORDER, run_python, subprocess_environment
 
 pytestmark = pytest.mark.subprocess
 
-REQUIRED = [b.strip() for b in os.environ.get("FASTACT_REQUIRE_BACKENDS", "").split(",")
-            if b.strip()]
+REQUIRED = _config.REQUIRE_BACKENDS
 
 
 @pytest.fixture(scope="session")

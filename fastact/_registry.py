@@ -30,12 +30,20 @@ class Param:
     """A scalar parameter of an op.
 
     ``check`` names the validation rule applied in ``_validate.check_params``:
-    ``"finite"`` (any finite real), ``"nonnegative"``, ``"positive"``.
+    ``"finite"`` (any finite real), ``"nonnegative"``, ``"positive"``.  A parameter with
+    ``default=None`` is required (``threshold(x, threshold, value)``).  A parameter with
+    ``choices`` takes one of those strings (``gelu(approximate='none'|'tanh')``); kernels
+    receive its index as a float, so every kernel parameter is a number.
     """
 
     name: str
-    default: float
+    default: float | str | None
     check: str = "finite"
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
 
 
 @dataclass(frozen=True)

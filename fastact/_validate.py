@@ -104,8 +104,17 @@ def real_param(fname: str, name: str, value, check: str = "finite") -> float:
     return value
 
 
+def choice_param(fname: str, param, value) -> float:
+    """Index (as a float, the kernels' parameter type) of a string parameter's value."""
+    if not isinstance(value, str) or value not in param.choices:
+        allowed = " or ".join(repr(c) for c in param.choices)
+        raise ValueError(f"{fname}: {param.name} must be {allowed}, got {value!r}")
+    return float(param.choices.index(value))
+
+
 def params(fname: str, spec: _registry.OpSpec, values: dict) -> tuple[float, ...]:
-    return tuple(real_param(fname, p.name, values[p.name], p.check) for p in spec.params)
+    return tuple(choice_param(fname, p, values[p.name]) if p.choices
+                 else real_param(fname, p.name, values[p.name], p.check) for p in spec.params)
 
 
 def normalize_axis(fname: str, axis, ndim: int) -> int:

@@ -38,6 +38,9 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
         outs = _validate.check_out_pair(fname, out, shape, rdtype)
     else:
         outs = (_validate.check_out(fname, "out", out, shape, rdtype),)
+    if form == "backward_from_y" and spec.y_backward is None:
+        raise ValueError(f"{fname}: y= is not accepted (the derivative is not a function of "
+                         "the output); pass x= instead")
     if form == "backward_from_y" and not spec.y_backward(dict(zip(spec.param_names, params))):
         raise ValueError(f"{fname}: y= needs {spec.y_backward_rule}; pass x= instead")
     module = _dispatch.resolve(backend)[1]
@@ -221,7 +224,11 @@ _FORM_RETURNS = {
 def _param_doc(spec: _registry.OpSpec, docs: dict) -> str:
     lines = []
     for p in spec.params:
-        lines.append(f"{p.name} : float, default {p.default}\n    {docs['params'][p.name]}")
+        if p.choices:
+            kind = "{" + ", ".join(repr(c) for c in p.choices) + "}, " + f"default {p.default!r}"
+        else:
+            kind = "float" if p.required else f"float, default {p.default}"
+        lines.append(f"{p.name} : {kind}\n    {docs['params'][p.name]}")
     return "\n".join(lines)
 
 
@@ -281,122 +288,54 @@ from ._docs import DOCS as _DOCS  # noqa: E402  (long text kept out of the code)
 
 
 # ------------------------------------------------------------------------------------------------
-# elementwise activations
+# elementwise activations: generated from the registry
 # ------------------------------------------------------------------------------------------------
 
-@_document("sigmoid", "forward")
-def sigmoid(x, *, out=None, backend=None):
-    return _elementwise("sigmoid", "forward", {"x": x}, {}, out, backend)
+def _signature_params(spec: _registry.OpSpec, keyword_only: bool) -> tuple[str, str, str]:
+    """(positional parameters, keyword parameters, dict literal) texts for a generated wrapper.
+
+    Parameters with a default are keyword-only (``leaky_relu(x, *, negative_slope=0.01)``);
+    required ones (``threshold(x, threshold, value)``) follow ``x`` positionally in the forward
+    forms, as in ``torch.nn.functional``, and are keyword-only in ``NAME_backward``.
+    """
+    required = [p.name for p in spec.params if p.required]
+    optional = [f"{p.name}={p.default!r}" for p in spec.params if not p.required]
+    if keyword_only:
+        head, tail = "", ", ".join(required + optional)
+    else:
+        head, tail = "".join(f", {n}" for n in required), ", ".join(optional)
+    values = "{" + ", ".join(f"{p.name!r}: {p.name}" for p in spec.params) + "}"
+    return head, (tail + ", " if tail else ""), values
 
 
-@_document("sigmoid", "derivative")
-def sigmoid_derivative(x, *, out=None, backend=None):
-    return _elementwise("sigmoid", "derivative", {"x": x}, {}, out, backend)
+def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
+    fn = spec.public_name(form)
+    if form == "backward":
+        _, kw, values = _signature_params(spec, keyword_only=True)
+        return (
+            f"def {fn}(grad, *, x=None, y=None, {kw}out=None, backend=None):\n"
+            f"    which, value = _backward_input({_PREFIX + fn!r}, x, y)\n"
+            f"    form = 'backward' if which == 'x' else 'backward_from_y'\n"
+            f"    return _elementwise({spec.name!r}, form, {{'grad': grad, which: value}}, "
+            f"{values}, out, backend)\n")
+    head, kw, values = _signature_params(spec, keyword_only=False)
+    return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n"
+            f"    return _elementwise({spec.name!r}, {form!r}, {{'x': x}}, {values}, out, "
+            f"backend)\n")
 
 
-@_document("sigmoid", "and_derivative")
-def sigmoid_and_derivative(x, *, out=None, backend=None):
-    return _elementwise("sigmoid", "and_derivative", {"x": x}, {}, out, backend)
+def _define_elementwise() -> None:
+    """Define ``fa.NAME``, ``NAME_derivative``, ``NAME_and_derivative`` and ``NAME_backward`` for
+    every elementwise op of the registry, with real signatures (``help`` and ``inspect`` show
+    the parameters) and docstrings assembled from ``_docs.py``."""
+    for spec in _registry.elementwise_ops():
+        for form in spec.forms:
+            source = _elementwise_source(spec, form)
+            exec(compile(source, f"<fastact.api: {spec.public_name(form)}>", "exec"), globals())
+            globals()[spec.public_name(form)].__doc__ = _elementwise_doc(spec, form)
 
 
-@_document("sigmoid", "backward")
-def sigmoid_backward(grad, *, x=None, y=None, out=None, backend=None):
-    which, value = _backward_input("fastact.sigmoid_backward", x, y)
-    form = "backward" if which == "x" else "backward_from_y"
-    return _elementwise("sigmoid", form, {"grad": grad, which: value}, {}, out, backend)
-
-
-@_document("tanh", "forward")
-def tanh(x, *, out=None, backend=None):
-    return _elementwise("tanh", "forward", {"x": x}, {}, out, backend)
-
-
-@_document("tanh", "derivative")
-def tanh_derivative(x, *, out=None, backend=None):
-    return _elementwise("tanh", "derivative", {"x": x}, {}, out, backend)
-
-
-@_document("tanh", "and_derivative")
-def tanh_and_derivative(x, *, out=None, backend=None):
-    return _elementwise("tanh", "and_derivative", {"x": x}, {}, out, backend)
-
-
-@_document("tanh", "backward")
-def tanh_backward(grad, *, x=None, y=None, out=None, backend=None):
-    which, value = _backward_input("fastact.tanh_backward", x, y)
-    form = "backward" if which == "x" else "backward_from_y"
-    return _elementwise("tanh", form, {"grad": grad, which: value}, {}, out, backend)
-
-
-@_document("relu", "forward")
-def relu(x, *, out=None, backend=None):
-    return _elementwise("relu", "forward", {"x": x}, {}, out, backend)
-
-
-@_document("relu", "derivative")
-def relu_derivative(x, *, out=None, backend=None):
-    return _elementwise("relu", "derivative", {"x": x}, {}, out, backend)
-
-
-@_document("relu", "and_derivative")
-def relu_and_derivative(x, *, out=None, backend=None):
-    return _elementwise("relu", "and_derivative", {"x": x}, {}, out, backend)
-
-
-@_document("relu", "backward")
-def relu_backward(grad, *, x=None, y=None, out=None, backend=None):
-    which, value = _backward_input("fastact.relu_backward", x, y)
-    form = "backward" if which == "x" else "backward_from_y"
-    return _elementwise("relu", form, {"grad": grad, which: value}, {}, out, backend)
-
-
-@_document("leaky_relu", "forward")
-def leaky_relu(x, *, negative_slope=0.01, out=None, backend=None):
-    return _elementwise("leaky_relu", "forward", {"x": x},
-                        {"negative_slope": negative_slope}, out, backend)
-
-
-@_document("leaky_relu", "derivative")
-def leaky_relu_derivative(x, *, negative_slope=0.01, out=None, backend=None):
-    return _elementwise("leaky_relu", "derivative", {"x": x},
-                        {"negative_slope": negative_slope}, out, backend)
-
-
-@_document("leaky_relu", "and_derivative")
-def leaky_relu_and_derivative(x, *, negative_slope=0.01, out=None, backend=None):
-    return _elementwise("leaky_relu", "and_derivative", {"x": x},
-                        {"negative_slope": negative_slope}, out, backend)
-
-
-@_document("leaky_relu", "backward")
-def leaky_relu_backward(grad, *, x=None, y=None, negative_slope=0.01, out=None, backend=None):
-    which, value = _backward_input("fastact.leaky_relu_backward", x, y)
-    form = "backward" if which == "x" else "backward_from_y"
-    return _elementwise("leaky_relu", form, {"grad": grad, which: value},
-                        {"negative_slope": negative_slope}, out, backend)
-
-
-@_document("elu", "forward")
-def elu(x, *, alpha=1.0, out=None, backend=None):
-    return _elementwise("elu", "forward", {"x": x}, {"alpha": alpha}, out, backend)
-
-
-@_document("elu", "derivative")
-def elu_derivative(x, *, alpha=1.0, out=None, backend=None):
-    return _elementwise("elu", "derivative", {"x": x}, {"alpha": alpha}, out, backend)
-
-
-@_document("elu", "and_derivative")
-def elu_and_derivative(x, *, alpha=1.0, out=None, backend=None):
-    return _elementwise("elu", "and_derivative", {"x": x}, {"alpha": alpha}, out, backend)
-
-
-@_document("elu", "backward")
-def elu_backward(grad, *, x=None, y=None, alpha=1.0, out=None, backend=None):
-    which, value = _backward_input("fastact.elu_backward", x, y)
-    form = "backward" if which == "x" else "backward_from_y"
-    return _elementwise("elu", form, {"grad": grad, which: value}, {"alpha": alpha}, out,
-                        backend)
+_define_elementwise()
 
 
 # ------------------------------------------------------------------------------------------------

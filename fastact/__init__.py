@@ -17,6 +17,7 @@ from ._dispatch import (
     set_num_threads,
     use_backend,
 )
+from ._plot import plot, plottable
 from ._tools import warmup
 from .api import (
     elu,
@@ -60,5 +61,5 @@ __all__ = [
     "prelu", "prelu_derivative", "prelu_and_derivative", "prelu_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "BackendUnavailable", "backends", "backend_info", "select_backend", "use_backend",
-    "set_num_threads", "warmup", "__version__",
+    "set_num_threads", "warmup", "plot", "plottable", "__version__",
 ]

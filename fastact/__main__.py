@@ -1,11 +1,12 @@
-"""Command line: ``python -m fastact {info,bench}`` (also the ``fastact`` console script).
+"""Command line: ``python -m fastact {info,bench,plot}`` (also the ``fastact`` console script).
 
 * ``info``  -- the backends: available or why not, versions, threads, Numba threading layer,
   Cython OpenMP, cache directory, and what automatic dispatch picks.
 * ``bench`` -- fastact's automatic backend against the plain NumPy expressions, with
   ``np.copyto`` of the same bytes as the memory-bandwidth yardstick (see ``fastact._bench``).
+* ``plot``  -- activation functions and their derivatives drawn to a PNG (``fastact._plot``).
 
-``tune`` (re-measure the dispatch thresholds) and ``plot`` come in later issues: each is one
+``tune`` (re-measure the dispatch thresholds) comes in a later issue: each subcommand is one
 ``_add_<name>`` function registered in :data:`SUBCOMMANDS` below.  The work lives in importable
 modules (``fastact._bench`` ...); this file only parses arguments and prints.
 """
@@ -152,18 +153,54 @@ def _add_bench(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# plot
+# ------------------------------------------------------------------------------------------------
+
+def _cmd_plot(args) -> int:
+    from . import _plot
+
+    try:
+        fig = _plot.plot(args.names, derivative=args.derivative, xlim=tuple(args.xlim))
+    except ImportError as exc:
+        print(f"fastact plot: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or "_".join(_plot.parse_spec(n)[0] for n in args.names) + ".png"
+    fig.savefig(out, dpi=args.dpi)
+    print(f"wrote {out}")
+    return 0
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser(
+        "plot", help="draw activation functions (and derivatives) to a PNG",
+        description="Draw each activation on one figure (matplotlib, from the plot extra: "
+                    'pip install "fastact[plot]").  Parameters go after a colon: '
+                    "elu:alpha=0.5, leaky_relu:negative_slope=0.1, gelu:approximate=tanh, "
+                    "prelu:weight=0.25.")
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   help="op names, e.g. sigmoid tanh relu elu:alpha=0.5")
+    p.add_argument("--derivative", action="store_true",
+                   help="also draw each derivative (dashed, same colour)")
+    p.add_argument("--out", metavar="FILE.png", help="output file (default: NAME_NAME.png)")
+    p.add_argument("--xlim", nargs=2, type=float, default=(-5.0, 5.0), metavar=("LO", "HI"),
+                   help="input range (default -5 5)")
+    p.add_argument("--dpi", type=int, default=120, help="resolution of the PNG (default 120)")
+    p.set_defaults(func=_cmd_plot)
+
+
+# ------------------------------------------------------------------------------------------------
 # subcommands
 # ------------------------------------------------------------------------------------------------
 
-#: One ``_add_<name>(subparsers)`` per subcommand.  Later issues add ``tune`` (re-measure the
-#: dispatch table into the cache dir) and ``plot`` (benchmark/accuracy plots) here.
-SUBCOMMANDS = (_add_info, _add_bench)
+#: One ``_add_<name>(subparsers)`` per subcommand.  ``tune`` (re-measure the dispatch table
+#: into the cache dir) comes with the performance issue.
+SUBCOMMANDS = (_add_info, _add_bench, _add_plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastact", description="fastact: fast activation functions for NumPy arrays")
-    sub = parser.add_subparsers(dest="command", metavar="{info,bench}")
+    sub = parser.add_subparsers(dest="command", metavar="{info,bench,plot}")
     sub.required = True
     for add in SUBCOMMANDS:
         add(sub)

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - numpy < 1.25
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 FLOAT_DTYPES = (F16, F32, F64)
 UTILITIES = {"BackendUnavailable", "backends", "backend_info", "select_backend", "use_backend",
-             "set_num_threads", "warmup", "__version__"}
+             "set_num_threads", "warmup", "plot", "plottable", "__version__"}
 SENTINEL = 1234.0  # exactly representable in float16
 
 

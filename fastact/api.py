@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import _dispatch, _registry, _validate
+from . import _dask, _dispatch, _registry, _validate
 from ._registry import OPS_BY_NAME
 
 _PREFIX = "fastact."
@@ -26,6 +26,9 @@ def _call_kernel(module, kernel_name: str, *args) -> None:
 
 
 def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, backend):
+    if _dask.any_dask(*arrays.values()):
+        return _dask.elementwise(_public(name, form), (),
+                                 {**arrays, **param_values, "out": out, "backend": backend})
     spec = OPS_BY_NAME[name]
     fname = _FNAMES[name, form]
     named = [_validate.as_array(fname, k, v) for k, v in arrays.items()]
@@ -61,6 +64,12 @@ _FNAMES.update({(op.name, "backward_from_y"): _PREFIX + op.public_name("backward
 _KERNELS = {key: f"{key[0]}_{key[1]}" for key in _FNAMES}
 
 
+def _public(name: str, form: str):
+    """The public function of ``name``'s ``form`` (``backward_from_y`` is ``NAME_backward``)."""
+    return globals()[OPS_BY_NAME[name].public_name(
+        "backward" if form == "backward_from_y" else form)]
+
+
 def _backward_input(fname: str, x, y):
     if (x is None) == (y is None):
         raise TypeError(f"{fname}: pass exactly one of x= (the input) or y= (the output)")
@@ -86,6 +95,12 @@ def _prelu_weight(fname: str, weight, x: np.ndarray):
 
 
 def _prelu(form: str, arrays: dict, weight, out, backend):
+    if _dask.any_dask(*arrays.values()):
+        fn, kw = _public("prelu", form), {"out": out, "backend": backend}
+        if form == "backward":
+            return _dask.prelu_backward(fn, arrays["grad"], arrays["x"], weight, kw)
+        return _dask.elementwise(fn, (), {**arrays, "weight": weight, **kw},
+                                 channel_weight="weight")
     fname = _PREFIX + OPS_BY_NAME["prelu"].public_name(form)
     named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
     shape = _validate.same_shape(fname, named)

@@ -1,0 +1,206 @@
+"""Dask arrays in, lazy dask arrays out.
+
+Every public fastact function accepts ``dask.array.Array`` inputs.  The call is checked eagerly
+(dtypes, shapes, parameters, axes: the same errors as for NumPy input, raised before any task is
+built) by running the function on an empty NumPy array of the right dtype, which also gives the
+result's dtype and ``meta``; the work itself is a ``map_blocks`` over the chunks, run by
+whatever scheduler computes the result (threads, processes, a ``distributed`` cluster).
+
+* elementwise ops, gated pairs (``swiglu``/``geglu``) and ``prelu``: block by block, in the
+  input's chunks (other array operands are rechunked to match);
+* row-wise ops (softmax family, ``glu``) need a whole row in one block: when the reduction axis
+  spans several chunks it is **rechunked to a single chunk** along that axis (other axes keep
+  their chunking), as ``dask.array`` itself does for ``cumsum``-like operations.  Chunk the
+  array along the batch axes to keep blocks small;
+* results with two outputs (``NAME_and_derivative``, ``*_backward`` of gated units) are two
+  dask arrays computed by one task per block;
+* reductions (``prelu_backward``'s ``grad_weight``, loss 'mean'/'sum') are tree reductions over
+  per-block partial sums (``dask.array.sum``), accumulated in float64 like the NumPy path.
+
+``out=`` is not supported with dask arrays (a lazy result has no buffer to write into):
+``TypeError``.  dask is imported only here, and only when a dask array is passed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_dask(obj) -> bool:
+    """True for a ``dask.array.Array`` (checked without importing dask)."""
+    return type(obj).__module__.startswith("dask.") and hasattr(obj, "dask")
+
+
+def any_dask(*objs) -> bool:
+    return any(is_dask(o) for o in objs)
+
+
+def _fname(fn) -> str:
+    return f"fastact.{fn.__name__}"
+
+
+def _meta_shape(shape: tuple) -> tuple:
+    """An empty shape with the same ndim (and channel count, for prelu's weight check)."""
+    if len(shape) == 0:
+        return ()
+    return (0,) + tuple(shape[1:2]) + (0,) * (len(shape) - 2)
+
+
+def _meta_of(a, shape=None):
+    dtype = a.dtype
+    return np.empty(_meta_shape(a.shape if shape is None else shape), dtype)
+
+
+def _check_out(fn, kwargs: dict) -> None:
+    if kwargs.get("out") is not None:
+        raise TypeError(f"{_fname(fn)}: out= is not supported with dask arrays (the result "
+                        "is lazy); call .compute() or use da.store")
+
+
+def _split(fn, args: tuple, kwargs: dict, skip=()):
+    """Positions of the array operands among args and kwargs: ([(where, key, array)], shape).
+
+    The dask arrays, and NumPy arrays of the same shape next to them (``grad`` given as NumPy,
+    ``x`` as dask), which become dask arrays chunked like the first dask operand.
+    """
+    import dask.array as da
+
+    items = [("arg", i, a) for i, a in enumerate(args)]
+    items += [("kw", k, v) for k, v in kwargs.items() if k not in skip]
+    found = [item for item in items if is_dask(item[2])]
+    first = found[0][2]
+    for where, key, a in items:
+        if isinstance(a, np.ndarray) and a.ndim and a.shape == first.shape:
+            found.append((where, key, da.from_array(a, chunks=first.chunks)))
+    shape = first.shape
+    for where, key, a in found[1:]:
+        if a.shape != shape:
+            name = key if where == "kw" else f"argument {key}"
+            raise ValueError(f"{_fname(fn)}: {name} has shape {a.shape}, expected {shape} "
+                             "(fastact does not broadcast)")
+    if any(np.isnan(s) for s in shape):
+        raise ValueError(f"{_fname(fn)}: dask arrays with unknown chunk sizes are not "
+                         "supported; call .compute_chunk_sizes() first")
+    return found, shape, da
+
+
+def _substitute(args: tuple, kwargs: dict, found, values):
+    args = list(args)
+    kwargs = dict(kwargs)
+    for (where, key, _), v in zip(found, values):
+        if where == "arg":
+            args[key] = v
+        else:
+            kwargs[key] = v
+    return args, kwargs
+
+
+def _eager_meta(fn, args, kwargs, found, shape):
+    """Run ``fn`` on empty arrays: validates everything and returns the result's meta."""
+    metas = [_meta_of(a, shape) for _, _, a in found]
+    margs, mkw = _substitute(args, kwargs, found, metas)
+    return fn(*margs, **mkw)
+
+
+def elementwise(fn, args: tuple, kwargs: dict, *, row_axis=None, channel_weight=None):
+    """Block-by-block ``fn`` on dask arrays of one shape.
+
+    ``row_axis``: the axis that must lie in one chunk (row-wise ops).  ``channel_weight``: the
+    name of a per-channel (axis 1) NumPy weight to slice per block (prelu).
+    """
+    _check_out(fn, kwargs)
+    found, shape, da = _split(fn, args, kwargs, skip=(channel_weight,))
+    meta = _eager_meta(fn, args, kwargs, found, shape)
+    arrays = [a for _, _, a in found]
+    chunks = arrays[0].chunks
+    if row_axis is not None and len(shape):
+        ax = row_axis % len(shape)
+        if len(chunks[ax]) > 1:
+            chunks = chunks[:ax] + ((shape[ax],),) + chunks[ax + 1:]
+    arrays = [a.rechunk(chunks) if a.chunks != chunks else a for a in arrays]
+    weight = None
+    if channel_weight is not None:
+        weight = np.asarray(kwargs.get(channel_weight, args[1] if len(args) > 1 else None))
+
+    def block(*blocks, block_info=None):
+        bargs, bkw = _substitute(args, kwargs, found, blocks)
+        if weight is not None and weight.size > 1:
+            lo, hi = block_info[0]["array-location"][1]
+            if channel_weight in bkw:
+                bkw[channel_weight] = weight[lo:hi]
+            else:
+                bargs[1] = weight[lo:hi]
+        result = fn(*bargs, **bkw)
+        return np.stack(result) if isinstance(result, tuple) else result
+
+    if isinstance(meta, tuple):
+        if meta[0].shape != meta[1].shape:  # prelu_backward's grad_weight: not elementwise
+            raise NotImplementedError
+        stacked = da.map_blocks(block, *arrays, dtype=meta[0].dtype, new_axis=0,
+                                chunks=((len(meta),),) + chunks,
+                                meta=np.empty((0,) * (len(shape) + 1), meta[0].dtype))
+        return tuple(stacked[i] for i in range(len(meta)))
+    return da.map_blocks(block, *arrays, dtype=meta.dtype, chunks=chunks,
+                         meta=np.empty((0,) * len(shape), meta.dtype))
+
+
+def reduce_rows(fn, args: tuple, kwargs: dict, *, axis: int, keepdims: bool):
+    """A row reduction (``logsumexp``): the axis in one chunk, then dropped (or kept as 1)."""
+    _check_out(fn, kwargs)
+    found, shape, da = _split(fn, args, kwargs)
+    meta = _eager_meta(fn, args, kwargs, found, shape)
+    arrays = [a for _, _, a in found]
+    if not len(shape):
+        return da.map_blocks(lambda b: fn(b, **kwargs), arrays[0], dtype=meta.dtype)
+    ax = axis % len(shape)
+    arrays = [a.rechunk({ax: -1}) for a in arrays]
+
+    def block(*blocks):
+        bargs, bkw = _substitute(args, kwargs, found, blocks)
+        return fn(*bargs, **bkw)
+
+    if keepdims:
+        chunks = arrays[0].chunks[:ax] + ((1,),) + arrays[0].chunks[ax + 1:]
+        return da.map_blocks(block, *arrays, dtype=meta.dtype, chunks=chunks)
+    return da.map_blocks(block, *arrays, dtype=meta.dtype, drop_axis=ax)
+
+
+def prelu_backward(fn, grad, x, weight, kwargs: dict):
+    """``(grad_x, grad_weight)``: grad_x block by block, grad_weight a tree reduction of
+    per-block float64 partial sums over every axis but the channel axis."""
+    _check_out(fn, kwargs)
+    import dask.array as da
+
+    found, shape, _ = _split(fn, (), {"grad": grad, "x": x})
+    by_name = {key: a for _, key, a in found}
+    meta_gx, meta_gw = fn(_meta_of(by_name["grad"], shape), x=_meta_of(by_name["x"], shape),
+                          weight=weight, **kwargs)
+    w = np.asarray(weight)
+    per_channel = w.size > 1
+    arrays = [by_name["grad"], by_name["x"].rechunk(by_name["grad"].chunks)]
+
+    def grad_x_block(g, xb, block_info=None):
+        wb = w[slice(*block_info[0]["array-location"][1])] if per_channel else weight
+        return fn(g, x=xb, weight=wb, **kwargs)[0]
+
+    def grad_w_block(g, xb, block_info=None):
+        wb = w[slice(*block_info[0]["array-location"][1])] if per_channel else weight
+        gw = fn(g.astype(np.float64) if g.dtype != np.float64 else g,
+                x=xb.astype(np.float64) if xb.dtype != np.float64 else xb,
+                weight=np.asarray(wb, np.float64), **kwargs)[1]
+        keep = [1] * g.ndim  # the partial sum, with the block's position along every axis
+        if per_channel:
+            keep[1] = gw.size
+        return np.asarray(gw, np.float64).reshape(keep)
+
+    grad_x = da.map_blocks(grad_x_block, *arrays, dtype=meta_gx.dtype)
+    if len(shape) == 0:
+        partial = da.map_blocks(grad_w_block, *arrays, dtype=np.float64)
+        return grad_x, partial.astype(meta_gw.dtype).reshape(meta_gw.shape)
+    chunks = tuple(((1,) * len(c)) for c in arrays[0].chunks)
+    if per_channel:
+        chunks = chunks[:1] + (arrays[0].chunks[1],) + chunks[2:]
+    partial = da.map_blocks(grad_w_block, *arrays, dtype=np.float64, chunks=chunks)
+    axes = tuple(i for i in range(len(shape)) if not (per_channel and i == 1))
+    total = partial.sum(axis=axes)
+    return grad_x, total.astype(meta_gw.dtype).reshape(meta_gw.shape)

@@ -1,0 +1,121 @@
+"""Dask arrays: lazy results with the right dtype/meta/chunks, equal to the NumPy results, on the
+threaded scheduler and on a ``distributed.LocalCluster`` of worker processes (loopback)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import _registry
+
+da = pytest.importorskip("dask.array")
+
+SHAPE, CHUNKS = (6, 10, 4), (2, 5, 4)  # several chunks along axes 0 and 1
+
+
+def data(dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 3, SHAPE).astype(dtype)
+    return x, da.from_array(x, chunks=CHUNKS)
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None,
+                                       silence_logs=50)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def _same(lazy, eager):
+    assert isinstance(lazy, da.Array)
+    assert lazy.dtype == eager.dtype and lazy.shape == eager.shape
+    got = lazy.compute(scheduler="threads")
+    assert type(got) is np.ndarray and got.dtype == eager.dtype
+    np.testing.assert_array_equal(got, eager)  # same kernels, same elements: bitwise equal
+
+
+@pytest.mark.parametrize("spec", _registry.elementwise_ops(), ids=lambda s: s.name)
+@pytest.mark.parametrize("form", _registry.ELEMENTWISE_FORMS)
+def test_elementwise_forms_are_lazy_and_equal(spec, form):
+    x, dx = data()
+    g, dg = data(seed=1)
+    params = {p.name: (0.5 if p.required else p.default) for p in spec.params}
+    fn = getattr(fa, spec.public_name(form))
+    if form == "backward":
+        lazy, eager = fn(dg, x=dx, **params), fn(g, x=x, **params)
+    else:
+        lazy, eager = fn(dx, **params), fn(x, **params)
+    if form == "and_derivative":
+        assert isinstance(lazy, tuple) and len(lazy) == 2
+        for l_, e_ in zip(lazy, eager):
+            _same(l_, e_)
+    else:
+        assert lazy.chunks == dx.chunks
+        _same(lazy, eager)
+
+
+def test_backward_from_y_and_mixed_numpy_operand():
+    x, dx = data(np.float64)
+    g, _ = data(np.float64, seed=1)
+    y = fa.sigmoid(x)
+    _same(fa.sigmoid_backward(g, y=fa.sigmoid(dx)), fa.sigmoid_backward(g, y=y))
+    # a NumPy operand next to a dask one is chunked like it
+    _same(fa.tanh_backward(g, x=dx), fa.tanh_backward(g, x=x))
+
+
+@pytest.mark.parametrize("weight", [0.2, np.linspace(0.1, 1.0, SHAPE[1])], ids=["scalar", "channels"])
+def test_prelu_per_channel_blocks_and_grad_weight_reduction(weight):
+    x, dx = data(np.float64)
+    g, dg = data(np.float64, seed=1)
+    _same(fa.prelu(dx, weight), fa.prelu(x, weight))
+    for l_, e_ in zip(fa.prelu_and_derivative(dx, weight), fa.prelu_and_derivative(x, weight)):
+        _same(l_, e_)
+    gx, gw = fa.prelu_backward(dg, x=dx, weight=weight)
+    ex, ew = fa.prelu_backward(g, x=x, weight=weight)
+    _same(gx, ex)
+    _same(fa.prelu_backward(g, x=dx, weight=weight)[0], ex)  # NumPy grad, dask x
+    got = gw.compute()
+    assert got.shape == ew.shape and got.dtype == ew.dtype
+    # a tree of float64 partial sums instead of one float64 sum: equal within a few ulps
+    np.testing.assert_allclose(got, ew, rtol=1e-13, atol=0)
+
+
+def test_errors_are_raised_eagerly_with_the_numpy_messages():
+    _, dx = data()
+    with pytest.raises(TypeError, match="fastact.sigmoid: x must be a float16"):
+        fa.sigmoid(dx.astype(np.int32))
+    with pytest.raises(ValueError, match="fastact.elu: alpha"):
+        fa.elu(dx, alpha=float("nan"))
+    with pytest.raises(ValueError, match="fastact.tanh_backward: x has shape"):
+        fa.tanh_backward(dx, x=dx[:3])
+    with pytest.raises(TypeError, match="fastact.relu: out= is not supported with dask"):
+        fa.relu(dx, out=np.empty(SHAPE, np.float32))
+    with pytest.raises(ValueError, match="prelu: weight has 3 elements"):
+        fa.prelu(dx, np.ones(3))
+
+
+def test_float16_and_0d_and_empty():
+    x = np.array([[-1.0, 2.0], [0.5, -0.25]], np.float16)
+    _same(fa.sigmoid(da.from_array(x, chunks=1)), fa.sigmoid(x))
+    _same(fa.relu(da.from_array(np.float64(-2.0))), fa.relu(np.float64(-2.0)))
+    _same(fa.sigmoid(da.zeros((0, 3), chunks=2)), fa.sigmoid(np.zeros((0, 3))))
+
+
+def test_distributed_local_cluster_with_worker_processes(cluster_client):
+    x, dx = data(np.float64)
+    big = da.from_array(np.linspace(-20, 20, 400_000).reshape(400, 1000), chunks=(100, 500))
+    futures = cluster_client.compute([fa.sigmoid(big), fa.elu_backward(dx, x=dx, alpha=0.5),
+                                      fa.prelu_backward(dx, x=dx, weight=np.linspace(0, 1, 10))[1]])
+    sig, elu_b, gw = cluster_client.gather(futures)
+    np.testing.assert_array_equal(sig, fa.sigmoid(big.compute(scheduler="threads")))
+    np.testing.assert_array_equal(elu_b, fa.elu_backward(x, x=x, alpha=0.5))
+    np.testing.assert_allclose(gw, fa.prelu_backward(x, x=x, weight=np.linspace(0, 1, 10))[1],
+                               rtol=1e-13)
+    # the work ran in the worker processes, which imported fastact themselves
+    assert all(cluster_client.run(lambda: "fastact" in __import__("sys").modules).values())

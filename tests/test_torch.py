@@ -1,0 +1,97 @@
+"""The PyTorch bridge: gradcheck in float64, values equal to torch.nn.functional, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastact as fa
+from fastact import _registry
+
+torch = pytest.importorskip("torch")
+ft = pytest.importorskip("fastact.torch")
+F = torch.nn.functional
+
+#: fastact name -> the torch.nn.functional function (when the name differs or is in torch.*)
+TORCH_NAMES = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "log_sigmoid": F.logsigmoid}
+
+#: parameter values for ops whose parameters are required
+REQUIRED = {"threshold": {"threshold": 0.3, "value": -2.0}}
+
+
+def _params(spec):
+    return REQUIRED.get(spec.name, {})
+
+
+def _input(seed=0, shape=(4, 5, 3)):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 3).requires_grad_()
+
+
+@pytest.mark.parametrize("spec", _registry.elementwise_ops(), ids=lambda s: s.name)
+def test_gradcheck_and_values_match_torch(spec):
+    params = _params(spec)
+    x = _input()
+    fn = getattr(ft, spec.name)
+    assert torch.autograd.gradcheck(lambda t: fn(t, **params), (x,), eps=1e-6, atol=1e-7)
+    reference = TORCH_NAMES.get(spec.name) or getattr(F, spec.name)
+    want = reference(x.detach(), **params)
+    got = fn(x.detach(), **params)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-300)
+    # the backward through fastact equals torch's autograd
+    g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (mine,) = torch.autograd.grad(fn(x, **params), x, g)
+    (theirs,) = torch.autograd.grad(reference(x, **params), x, g)
+    torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_float16_and_module():
+    x = torch.linspace(-3, 3, 12, dtype=torch.float32).reshape(3, 4).requires_grad_()
+    layer = ft.Activation("leaky_relu", negative_slope=0.2)
+    y = layer(x)
+    assert y.dtype == torch.float32 and "leaky_relu" in repr(layer)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.where(x > 0, 1.0, 0.2))
+    h = ft.sigmoid(torch.tensor([-1.0, 0.5], dtype=torch.float16))
+    assert h.dtype == torch.float16
+
+
+def test_prelu_gradcheck_both_inputs():
+    x = _input(shape=(3, 4, 2))
+    w = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ft.prelu, (x, w), eps=1e-6, atol=1e-7)
+    torch.testing.assert_close(ft.prelu(x, w), F.prelu(x, w))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dim", [-1, 1, 0])
+def test_softmax_family_gradcheck(name, dim):
+    x = _input(shape=(3, 4, 5))
+    fn = getattr(ft, name)
+    assert torch.autograd.gradcheck(lambda t: fn(t, dim=dim), (x,), eps=1e-6, atol=1e-7)
+    torch.testing.assert_close(fn(x, dim=dim), getattr(torch, name)(x, dim=dim))
+
+
+@pytest.mark.skipif(not hasattr(fa, "cross_entropy_and_grad"), reason="losses not built yet")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_fused_gradcheck(reduction):
+    x = _input(shape=(6, 5))
+    target = torch.tensor([0, 4, 2, -100, 1, 3])
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0], dtype=torch.float64)
+    kw = {"weight": weight, "reduction": reduction, "label_smoothing": 0.1}
+    assert torch.autograd.gradcheck(lambda t: ft.cross_entropy(t, target, **kw), (x,),
+                                    eps=1e-6, atol=1e-7)
+    torch.testing.assert_close(ft.cross_entropy(x, target, **kw),
+                               F.cross_entropy(x, target, **kw))
+
+
+def test_errors():
+    with pytest.raises(TypeError, match="bfloat16"):
+        ft.sigmoid(torch.ones(3, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        ft.relu(np.ones(3))
+    with pytest.raises(TypeError, match="unexpected argument 'alpha'"):
+        ft.relu(torch.ones(3), alpha=1.0)
+    with pytest.raises(ValueError, match="not an elementwise"):
+        ft.Activation("softmax")

@@ -2,13 +2,17 @@
 """Tables of ratios from a pytest-benchmark JSON of the fastact suite.
 
     pytest benchmarks/ --benchmark-only --benchmark-json=results.json
-    python benchmarks/report.py results.json [--markdown]
+    python benchmarks/report.py results.json [--markdown] [--plot throughput.png]
 
 For each op/form one table; a row per dtype/size (= one benchmark group); for each backend its
 median time, its speed-up over ``numpy-expr`` (the plain NumPy expression; > 1 = fastact is
 faster) and its throughput in GB/s with the % of the ``np.copyto`` bandwidth measured in the
-same group.  Then a summary: the geometric-mean speed-up of each backend over numpy-expr, in
-all and per size.  Only ratios within one run are meaningful on a shared machine.
+same group; peers (SciPy, numexpr, PyTorch) are columns like the backends, and "best vs peer"
+is the fastest fastact backend against the fastest of numpy-expr and the peers.  Then a
+summary: the geometric-mean speed-up of each backend over numpy-expr and over the best peer,
+in all and per size.  ``--plot`` draws throughput (GB/s) against size, one panel per op/form,
+one line per backend and peer, with the copy bandwidth dashed.  Only ratios within one run
+are meaningful on a shared machine.
 
 Needs fastact (for its table formatting) and reads the ``extra_info`` written by
 ``benchmarks/test_bench.py`` (backend, op, form, dtype, size, bytes).
@@ -29,7 +33,10 @@ COPY = "copy"
 #: Share of the CPUs used by other processes above which a group is flagged as noisy.
 NOISY = 0.2
 #: Column order; backends not listed here follow in alphabetical order.
-PREFERRED_ORDER = ("cuda", "numba", "cython", "numpy", BASELINE, COPY)
+PREFERRED_ORDER = ("cuda", "numba", "cython", "numpy", BASELINE, "numexpr", "scipy", "torch",
+                   COPY)
+#: Columns that are not fastact: the NumPy expression and the peer libraries.
+PEER_COLUMNS = (BASELINE, "numexpr", "scipy", "torch")
 FORMS_ORDER = ("forward", "derivative", "and_derivative", "backward")
 
 
@@ -90,6 +97,51 @@ def speedups(groups: dict) -> dict:
     return result
 
 
+def best(entries: dict, columns) -> tuple[str, dict] | tuple[None, None]:
+    """The fastest of ``columns`` present in a group: (name, record)."""
+    present = [(rec["median"], name, rec) for name, rec in entries.items() if name in columns]
+    if not present:
+        return None, None
+    _, name, rec = min(present, key=lambda t: t[0])
+    return name, rec
+
+
+def peer_speedups(groups: dict) -> dict:
+    """backend -> list of (size, dtype, speed-up vs the fastest peer incl. numpy-expr)."""
+    result = defaultdict(list)
+    for entries in groups.values():
+        _, peer = best(entries, PEER_COLUMNS)
+        if peer is None:
+            continue
+        for backend, rec in entries.items():
+            if backend in PEER_COLUMNS or backend == COPY:
+                continue
+            result[backend].append((rec["size"], rec["dtype"], peer["median"] / rec["median"]))
+    return result
+
+
+def summary(what: str, ups: dict, markdown: bool, heading: str) -> list[str]:
+    """Geometric-mean speed-up of each backend over ``what``, in all, per size and per dtype."""
+    if not ups:
+        return []
+    sizes = sorted({s for values in ups.values() for s, _, _ in values})
+    dtypes = sorted({d for values in ups.values() for _, d, _ in values})
+    headers = ["backend", "groups", "all"] + [format_size(s) for s in sizes] + dtypes
+    rows = []
+    for b in backend_order(ups):
+        values = ups[b]
+        row = [b, str(len(values)), f"{geomean(v for _, _, v in values):.2f}x"]
+        for s in sizes:
+            sel = [v for size, _, v in values if size == s]
+            row.append(f"{geomean(sel):.2f}x" if sel else "-")
+        for d in dtypes:
+            sel = [v for _, dt, v in values if dt == d]
+            row.append(f"{geomean(sel):.2f}x" if sel else "-")
+        rows.append(row)
+    return [f"{heading}summary: geometric-mean speed-up vs {what} (> 1 = faster)", "",
+            table(headers, rows, markdown), ""]
+
+
 def render(records: list[dict], markdown: bool = False) -> str:
     groups: dict = defaultdict(dict)  # group -> backend -> record
     for rec in records:
@@ -120,6 +172,7 @@ def render(records: list[dict], markdown: bool = False) -> str:
             headers += [f"{b} GB/s (% copy)"]
         if any(COPY in groups[k] for k in keys):
             headers += ["copy GB/s"]
+        headers += ["best vs peer"]
         rows = []
         for k in keys:
             entries = groups[k]
@@ -146,28 +199,17 @@ def render(records: list[dict], markdown: bool = False) -> str:
                 row.append(cell)
             if "copy GB/s" in headers:
                 row.append(f"{copy_gbs:.1f}" if copy_gbs else "-")
+            ours, ours_rec = best(entries, [b for b in entries
+                                            if b not in PEER_COLUMNS and b != COPY])
+            peer, peer_rec = best(entries, PEER_COLUMNS)
+            row.append(f"{peer_rec['median'] / ours_rec['median']:.2f}x ({ours} vs {peer})"
+                       if ours and peer else "-")
             rows.append(row)
         out += [f"{heading}{op} {form}", "", table(headers, rows, markdown), ""]
 
     # summary
-    ups = speedups(groups)
-    if ups:
-        sizes = sorted({s for values in ups.values() for s, _, _ in values})
-        dtypes = sorted({d for values in ups.values() for _, d, _ in values})
-        headers = ["backend", "groups", "all"] + [format_size(s) for s in sizes] + dtypes
-        rows = []
-        for b in backend_order(ups):
-            values = ups[b]
-            row = [b, str(len(values)), f"{geomean(v for _, _, v in values):.2f}x"]
-            for s in sizes:
-                sel = [v for size, _, v in values if size == s]
-                row.append(f"{geomean(sel):.2f}x" if sel else "-")
-            for d in dtypes:
-                sel = [v for _, dt, v in values if dt == d]
-                row.append(f"{geomean(sel):.2f}x" if sel else "-")
-            rows.append(row)
-        out += [f"{heading}summary: geometric-mean speed-up vs {BASELINE} (> 1 = faster)", "",
-                table(headers, rows, markdown), ""]
+    for what, ups in ((BASELINE, speedups(groups)), ("the best peer", peer_speedups(groups))):
+        out += summary(what, ups, markdown, heading)
     out.append(f"{len(records)} benchmarks in {len(groups)} groups; GB/s = (input + output "
                "bytes) / median time; % copy = that / np.copyto GB/s in the same group "
                "(np.copyto runs on one thread: multi-threaded kernels can exceed 100%).")
@@ -186,18 +228,74 @@ def render(records: list[dict], markdown: bool = False) -> str:
     return "\n".join(out)
 
 
+def plot(records: list[dict], path: str, dtype: str = "float32", forms=("forward",)) -> int:
+    """Throughput (GB/s) against size: one panel per op/form, one line per backend and peer,
+    ``np.copyto`` dashed.  Returns the number of panels drawn."""
+    from matplotlib.figure import Figure
+
+    series: dict = defaultdict(lambda: defaultdict(list))  # (op, form) -> column -> [(n, GB/s)]
+    for rec in records:
+        if rec["dtype"] != dtype or rec["form"] not in forms or gbs(rec) is None:
+            continue
+        series[(rec["op"], rec["form"])][rec["backend"]].append((int(rec["size"]), gbs(rec)))
+    panels = list(series)
+    if not panels:
+        return 0
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    columns = backend_order({c for lines in series.values() for c in lines})
+    colors = {c: f"C{i % 10}" for i, c in enumerate(columns)}
+    for ax, key in zip(axes, panels):
+        for column in columns:
+            points = sorted(series[key].get(column, []))
+            if not points:
+                continue
+            n, v = zip(*points)
+            style = {"ls": "--", "color": "0.4"} if column == COPY else {
+                "marker": "o", "color": colors[column],
+                "lw": 2.2 if column not in PEER_COLUMNS else 1.2}
+            ax.loglog(n, v, label=column, **style)
+        ax.set_title(f"{key[0]} {key[1]} ({dtype})", fontsize=10)
+        ax.set_xlabel("elements")
+        ax.set_ylabel("GB/s")
+        ax.grid(True, which="both", alpha=0.25)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = [], []
+    for ax in axes[:len(panels)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 8),
+               frameon=False)
+    fig.savefig(path, dpi=100)
+    return len(panels)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json", help="file written by pytest --benchmark-json")
     parser.add_argument("--markdown", action="store_true",
                         help="GitHub markdown tables (default: plain aligned columns)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw throughput vs size per backend and peer (matplotlib)")
+    parser.add_argument("--plot-dtype", default="float32", help="dtype of the plot")
+    parser.add_argument("--plot-forms", default="forward",
+                        help="comma-separated forms to plot (default: forward)")
     args = parser.parse_args(argv)
     records = load(args.json)
     if not records:
         print(f"report.py: no fastact benchmarks in {args.json}", file=sys.stderr)
         return 1
     print(render(records, markdown=args.markdown))
+    if args.plot:
+        n = plot(records, args.plot, args.plot_dtype, tuple(args.plot_forms.split(",")))
+        print(f"\nplot: {n} panels written to {args.plot}" if n else
+              f"\nplot: no {args.plot_dtype} results for {args.plot_forms}", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,10 @@ so a new op or backend shows up here without edits.  Each benchmark group
 * ``numpy-expr``: the NumPy expression a user would write instead, from
   ``fastact._bench.NUMPY_BASELINES`` (shared with ``python -m fastact bench``).  An op/form of
   the registry without a baseline fails here;
-* ``copy``: ``np.copyto`` of as many bytes as the op writes -- the memory-bandwidth yardstick.
+* ``copy``: ``np.copyto`` of as many bytes as the op writes -- the memory-bandwidth yardstick;
+* ``scipy``, ``numexpr``, ``torch``: peer libraries where they have the op/form
+  (``fastact._peers``; the ``bench`` extra installs them, a missing one is skipped with the
+  reason).  Like numpy-expr, each peer's result is checked against fastact's at small sizes.
 
 ``extra_info`` carries backend, op, form, dtype, size, shape and ``bytes`` (inputs read once +
 outputs written once; 2x the copied bytes for ``copy``), from which ``report.py`` derives
@@ -35,7 +38,7 @@ import numpy as np
 import pytest
 
 import fastact as fa
-from fastact import _bench, _dispatch, _registry
+from fastact import _bench, _dispatch, _peers, _registry
 from fastact._bench import NUMPY_BASELINES
 
 #: Pseudo-backends timed in every group next to the real ones.
@@ -83,7 +86,8 @@ def pytest_generate_tests(metafunc):
                 if size not in _sizes(spec, quick):
                     continue
                 for form in spec.forms:
-                    for column in columns:
+                    peers = [p.library for p in _peers.peers_for(spec.name, form)]
+                    for column in columns + tuple(peers):
                         params.append((spec.name, form, dtype, size, column))
                         ids.append(f"{spec.name}-{form}-{dtype}-{size}-{column}")
     metafunc.parametrize("op,form,dtype,size,backend_column", params, ids=ids)
@@ -128,10 +132,12 @@ def _as_tuple(result):
     return result if isinstance(result, tuple) else (result,)
 
 
-def _check_baseline(case: _bench.Case, dtype: str) -> None:
-    """The NumPy expression must compute what fastact computes (else the ratio is meaningless)."""
+def _check_baseline(case: _bench.Case, dtype: str, target=None, expr=None) -> None:
+    """The NumPy expression (or a peer) must compute what fastact computes (else the ratio is
+    meaningless)."""
     expected = _as_tuple(case.fastact()())
-    got = _as_tuple(case.numpy_expr()())
+    got = tuple(np.asarray(g) for g in _as_tuple((target or case.numpy_expr())()))
+    expr = expr or case.baseline.expr
     rtol = 1e-4 if dtype == "float32" else 1e-10
     assert len(got) == len(expected), f"{case.op}/{case.form}: numpy-expr returns {len(got)} " \
                                       f"arrays, fastact {len(expected)}"
@@ -142,8 +148,7 @@ def _check_baseline(case: _bench.Case, dtype: str) -> None:
         atol = rtol * float(np.max(np.abs(e))) if e.size else 0.0
         np.testing.assert_allclose(
             g, e, rtol=rtol, atol=atol,
-            err_msg=f"numpy-expr baseline of {case.op}/{case.form} disagrees with fastact: "
-                    f"{case.baseline.expr}")
+            err_msg=f"baseline of {case.op}/{case.form} disagrees with fastact: {expr}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,6 +188,11 @@ def test_bench(benchmark, request, op, form, dtype, size, backend_column):
             pytest.skip("backend cuda: this suite times host (NumPy) arrays; CUDA is "
                         "benchmarked on device arrays")
 
+    peer = None
+    if backend_column in _peers.LIBRARIES:
+        (peer,) = [p for p in _peers.peers_for(op, form) if p.library == backend_column]
+        if not _peers.available(peer.library):
+            pytest.skip(f"peer {peer.library} is not installed (pip install 'fastact[bench]')")
     group = _group(op, form, dtype, size)
     case: _bench.Case = group["case"]
     info = dict(backend=backend_column, op=op, form=form, dtype=dtype, size=size,
@@ -192,6 +202,12 @@ def test_bench(benchmark, request, op, form, dtype, size, backend_column):
         dst, src = _copy_arrays(group, dtype)
         target = lambda: np.copyto(dst, src)  # noqa: E731
         info.update(bytes=2 * dst.nbytes, in_bytes=src.nbytes, out_bytes=dst.nbytes)
+    elif peer is not None:
+        target = peer.prepare(case.args, case.kwargs)
+        if case.x.size <= CHECK_UP_TO:
+            _check_baseline(case, dtype, target, peer.expr)
+        info.update(expr=peer.expr, bytes=case.bytes_moved, in_bytes=case.in_nbytes,
+                    out_bytes=case.out_nbytes)
     else:
         if backend_column == "numpy-expr":
             if case.x.size <= CHECK_UP_TO:

@@ -102,13 +102,37 @@ def _eager_meta(fn, args, kwargs, found, shape):
     return fn(*margs, **mkw)
 
 
-def elementwise(fn, args: tuple, kwargs: dict, *, row_axis=None, channel_weight=None):
+def _broadcast_masks(fn, args, kwargs: dict, names) -> dict:
+    """Keyword operands that broadcast to the input (``where``) become full-shape dask arrays,
+    so each block gets its own part of the mask."""
+    import dask.array as da
+
+    first = next(a for a in list(args) + list(kwargs.values()) if is_dask(a))
+    kwargs = dict(kwargs)
+    for name in names:
+        value = kwargs.get(name)
+        if value is None:
+            continue
+        value = value if is_dask(value) else np.asarray(value)
+        try:
+            kwargs[name] = da.broadcast_to(value, first.shape).rechunk(first.chunks)
+        except ValueError:
+            raise ValueError(f"{_fname(fn)}: {name} has shape {value.shape}, which does not "
+                             f"broadcast to {first.shape}") from None
+    return kwargs
+
+
+def elementwise(fn, args: tuple, kwargs: dict, *, row_axis=None, channel_weight=None,
+                broadcast=()):
     """Block-by-block ``fn`` on dask arrays of one shape.
 
     ``row_axis``: the axis that must lie in one chunk (row-wise ops).  ``channel_weight``: the
-    name of a per-channel (axis 1) NumPy weight to slice per block (prelu).
+    name of a per-channel (axis 1) NumPy weight to slice per block (prelu).  ``broadcast``:
+    names of keyword operands broadcast to the input's shape first (masks).
     """
     _check_out(fn, kwargs)
+    if broadcast:
+        kwargs = _broadcast_masks(fn, args, kwargs, broadcast)
     found, shape, da = _split(fn, args, kwargs, skip=(channel_weight,))
     meta = _eager_meta(fn, args, kwargs, found, shape)
     arrays = [a for _, _, a in found]

@@ -141,6 +141,12 @@ def _prelu(form: str, arrays: dict, weight, out, backend):
 
 
 def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, backend):
+    if _dask.any_dask(*arrays.values()):
+        return _dask.elementwise(
+            _public(name, form), (), {**arrays, "axis": axis, "where": where,
+                                      "temperature": temperature, "out": out,
+                                      "backend": backend},
+            row_axis=axis if isinstance(axis, int) else None, broadcast=("where",))
     spec = OPS_BY_NAME[name]
     fname = _PREFIX + spec.public_name(form)
     named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}

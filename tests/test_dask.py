@@ -119,3 +119,31 @@ def test_distributed_local_cluster_with_worker_processes(cluster_client):
                                rtol=1e-13)
     # the work ran in the worker processes, which imported fastact themselves
     assert all(cluster_client.run(lambda: "fastact" in __import__("sys").modules).values())
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+def test_rowwise_rechunks_the_axis_and_keeps_the_others(name, axis):
+    x, dx = data(np.float64)
+    where = x > -2
+    fn = getattr(fa, name)
+    lazy = fn(dx, axis=axis, where=where, temperature=1.5)
+    ax = axis % x.ndim
+    assert lazy.chunks[ax] == (x.shape[ax],)
+    assert all(lazy.chunks[i] == dx.chunks[i] for i in range(x.ndim) if i != ax)
+    _same(lazy, fn(x, axis=axis, where=where, temperature=1.5))
+    y = fn(x, axis=axis)
+    g, _ = data(np.float64, seed=2)
+    back = getattr(fa, f"{name}_backward")
+    _same(back(da.from_array(g, chunks=CHUNKS), y=da.from_array(y, chunks=CHUNKS), axis=axis),
+          back(g, y=y, axis=axis))
+
+
+def test_rowwise_mask_broadcast_per_row_and_errors():
+    x, dx = data(np.float64)
+    per_row = np.array([True, False, True, True, True, False])[:, None, None]
+    _same(fa.softmax(dx, axis=1, where=per_row), fa.softmax(x, axis=1, where=per_row))
+    with pytest.raises(ValueError, match="where has shape"):
+        fa.softmax(dx, where=np.ones(3, bool))
+    with pytest.raises(np.exceptions.AxisError):
+        fa.softmax(dx, axis=5)

@@ -58,8 +58,14 @@ def _load(name: str):
             _reasons[name] = f"{what}: {exc}"
         except Exception as exc:  # a broken install must not break fastact
             _reasons[name] = f"failed to initialise: {type(exc).__name__}: {exc}"
-    if module is not None and _num_threads is not None and hasattr(module, "set_num_threads"):
-        module.set_num_threads(_num_threads)
+    if module is not None and hasattr(module, "set_num_threads"):
+        # the cap set by set_num_threads, else the affinity mask / OMP_NUM_THREADS /
+        # NUMBA_NUM_THREADS (no oversubscription in pool workers)
+        try:
+            module.set_num_threads(_num_threads if _num_threads is not None
+                                   else _config.default_threads())
+        except Exception as exc:  # pragma: no cover - a backend that cannot set threads
+            log.debug("fastact: %s.set_num_threads failed: %s", name, exc)
     if module is None:
         log.debug("fastact: backend %s unavailable: %s", name, _reasons[name])
     _loaded[name] = module
@@ -134,10 +140,7 @@ def select_backend(op_name: str, *arrays, backend: str | None = None) -> str:
 
 
 def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return _config.default_threads()
 
 
 def set_num_threads(n: int) -> int:
@@ -171,6 +174,11 @@ def backend_info() -> dict:
         elif hasattr(module, "info"):
             entry.update(module.info())
         info[name] = entry
+    info["threads"] = {
+        "set_num_threads": _num_threads,
+        "default": _config.default_threads(),
+        "limits": _config.thread_limits(),
+    }
     info["selected"] = {
         "automatic": next((n for n in HOST_PRIORITY if info[n]["available"]), None),
         "FASTACT_BACKEND": _config.BACKEND,

@@ -449,7 +449,7 @@ def test_cache_never_reuses_kernels_from_older_sources(env, tmp_path):
     child = _cache_env(env, tmp_path / "cache")
     child["PYTHONPATH"] = str(tree)
     probe = COMPUTE.replace("print(json.dumps({", "print(json.dumps({'file': fa.__file__, ")
-    first = run_python(probe, child)
+    first = run_python(probe, child, cwd=tmp_path)
     assert first["file"].startswith(str(tree))
     _check_compute(first)
     math_py = tree / "fastact" / "_math.py"
@@ -459,7 +459,7 @@ def test_cache_never_reuses_kernels_from_older_sources(env, tmp_path):
     # the helper now returns 1 - sigmoid(x): same names, same kernel source, other results
     math_py.write_text(src.replace(old, "def sigmoid(x):\n    return _sigmoid_old(-x)\n\n\n"
                                         "def _sigmoid_old(x):\n", 1))
-    second = run_python(probe, child)
+    second = run_python(probe, child, cwd=tmp_path)
     x = np.linspace(-6, 6, 64).astype(np.float32).astype(np.float64).reshape(4, 16)
     np.testing.assert_allclose(second["sigmoid"], 1 / (1 + np.exp(x)), rtol=1e-6)
     assert first["cache"] != second["cache"]  # a new salted directory

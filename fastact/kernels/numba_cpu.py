@@ -36,6 +36,7 @@ import ctypes
 import glob
 import hashlib
 import linecache
+import logging
 import math
 import os
 import site
@@ -60,6 +61,8 @@ JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Every source file whose change must invalidate cached kernels: the whole package (a helper
 #: in any module may end up inlined into a kernel).
+log = logging.getLogger("fastact")
+
 _SOURCE_FILES = tuple(sorted(glob.glob(os.path.join(_PACKAGE_DIR, "*.py"))
                              + glob.glob(os.path.join(_PACKAGE_DIR, "kernels", "*.py"))))
 _GENERATED_FILENAME = "<fastact_numba_cpu_generated>"
@@ -125,13 +128,56 @@ _SALT = _salt()
 _install_cache_locator()
 
 
+class _TolerantCache:
+    """Wraps a dispatcher's Numba function cache: a damaged cache file (truncated by a crash or
+    a full disk, or garbage) is a cache miss and is overwritten, never an error (Numba itself
+    raises ``EOFError``/``UnpicklingError`` from the call)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def _discard_index(self) -> None:
+        path = getattr(getattr(self._inner, "_cache_file", None), "_index_path", None)
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def load_overload(self, sig, target_context):
+        try:
+            return self._inner.load_overload(sig, target_context)
+        except Exception as exc:  # damaged index or data file: recompile
+            log.debug("fastact: ignoring a damaged kernel cache entry (%s: %s)",
+                      type(exc).__name__, exc)
+            self._discard_index()
+            return None
+
+    def save_overload(self, sig, data):
+        for attempt in range(2):
+            try:
+                return self._inner.save_overload(sig, data)
+            except Exception as exc:  # a damaged index cannot be updated: start it afresh
+                log.debug("fastact: could not store a compiled kernel (%s: %s)",
+                          type(exc).__name__, exc)
+                self._discard_index()
+        return None
+
+
 def _jit_kernel(fn, parallel: bool):
     """Compile options for a generated kernel; fall back to no cache rather than fail."""
     if CACHE_PATH is not None:
         try:
-            return njit(parallel=parallel, cache=True, **JIT_OPTIONS)(fn)
+            dispatcher = njit(parallel=parallel, cache=True, **JIT_OPTIONS)(fn)
         except RuntimeError:  # e.g. NUMBA_CACHE_LOCATOR_CLASSES excludes our locator
             pass
+        else:
+            if hasattr(dispatcher, "_cache"):
+                dispatcher._cache = _TolerantCache(dispatcher._cache)
+            return dispatcher
     return njit(parallel=parallel, **JIT_OPTIONS)(fn)
 
 

@@ -173,6 +173,10 @@ def backend_info() -> dict:
             entry["reason"] = _reasons.get(name, "")
         elif hasattr(module, "info"):
             entry.update(module.info())
+            if entry.get("openmp") is False:
+                entry["openmp_reason"] = (
+                    "built without OpenMP (the C compiler did not accept -fopenmp): kernels run "
+                    "on one thread; automatic dispatch prefers numba when it is available")
         info[name] = entry
     info["threads"] = {
         "set_num_threads": _num_threads,

@@ -291,7 +291,8 @@ def _row_sum(term, a, b, mask, r, m, t):
         j += 1
     u = s + tail
     c += (s - u) + tail if abs(s) >= abs(tail) else (tail - u) + s
-    return u + c
+    # an infinite sum stays infinite (the compensation of inf terms is NaN): as a plain sum
+    return u + c if u - u == 0.0 else u
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -144,7 +144,13 @@ def _default_threads() -> int:
 
 
 def set_num_threads(n: int) -> int:
-    """Cap the threads of the parallel kernels at ``n`` (>= 1); returns the previous cap."""
+    """Cap the threads of the parallel kernels at ``n`` (>= 1); returns the previous cap.
+
+    The cap is process-wide (every Python thread).  Results do not depend on it: every kernel
+    gives bitwise-identical results for any thread count (elementwise ops trivially; row sums
+    are computed per row, and prelu's weight gradient in fixed-size blocks combined in a fixed
+    order, never per thread).
+    """
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"fastact.set_num_threads: n must be an integer >= 1, got {n!r}")

@@ -661,3 +661,25 @@ def test_huge_softmax_in_place(env, backend):
     assert out["same_object"], out
     eps = np.finfo(np.float32).eps
     assert out["max_rel_err"] <= 4 * eps * (2 + 29) + 2 * eps * 16, out
+
+
+@pytest.mark.skipif("numba" not in fa.backends(), reason="numba backend unavailable")
+def test_thread_cap_applies_in_every_python_thread(threads_restored):
+    """Numba's set_num_threads is thread-local; fastact's cap must hold in threads started
+    later as well (no oversubscription from a thread pool of callers)."""
+    import threading
+
+    import numba
+
+    seen = []
+    fa.set_num_threads(1)
+    x = np.linspace(-1, 1, 1 << 16)
+
+    def worker():
+        fa.sigmoid(x, backend="numba")
+        seen.append(numba.get_num_threads())
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == [1]

@@ -549,8 +549,15 @@ def _current_layer() -> str | None:
         return None
 
 
+#: The thread cap from fastact.set_num_threads / the environment (None: Numba's default).
+#: Numba's own setting is per thread, so each calling thread is brought to the cap.
+_threads: int | None = None
+
+
 def _run_parallel(parallel, serial, args) -> None:
     global _exclusive, SERIAL_FALLBACKS
+    if _threads is not None and numba.get_num_threads() != _threads:
+        numba.set_num_threads(_threads)
     if _exclusive is False:
         parallel(*args)
         return
@@ -621,7 +628,11 @@ GENERATED_SOURCE = linecache.cache[_GENERATED_FILENAME][2]
 
 
 def set_num_threads(n: int) -> None:
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    """Cap the threads of parallel kernels (in every calling thread: Numba's own
+    ``numba.set_num_threads`` is thread-local, so kernels apply the cap in each thread)."""
+    global _threads
+    _threads = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_threads)
 
 
 def get_num_threads() -> int:

@@ -61,6 +61,9 @@ def _info_text(info: dict) -> str:
     lines += [
         "",
         f"automatic selection (host arrays): {selected.get('automatic')}",
+        f"threads: {info.get('threads', {}).get('set_num_threads') or 'default'} "
+        f"(default {info.get('threads', {}).get('default')}, limits "
+        f"{info.get('threads', {}).get('limits')})",
         f"FASTACT_BACKEND: {selected.get('FASTACT_BACKEND') or '(not set)'}",
         f"cache dir: {cache} "
         f"({'writable' if _config.writable_dir(cache) else 'not writable: no disk cache'})",

@@ -5,6 +5,11 @@
 ``FASTACT_PARALLEL_THRESHOLD``  element count from which the multi-threaded kernels are used
 ``FASTACT_NO_CACHE``            any non-empty value: never write compiled kernels to disk
 ``FASTACT_REQUIRE_BACKENDS``    comma list; the test suite fails if one of them is unavailable
+
+Threads: the parallel kernels of every backend use at most :func:`default_threads` threads: the
+CPUs in this process's affinity mask (``os.sched_getaffinity``), capped by ``OMP_NUM_THREADS``
+and ``NUMBA_NUM_THREADS`` when they are set, so that pool workers started with those variables
+(or with a restricted affinity mask) do not oversubscribe the machine.
 """
 
 from __future__ import annotations
@@ -63,3 +68,34 @@ def writable_dir(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def _first_int(raw: str) -> int | None:
+    """``OMP_NUM_THREADS`` may be a comma list (nested levels): the first level counts."""
+    raw = raw.split(",")[0].strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
+def thread_limits() -> dict[str, int]:
+    """What caps the thread count: ``affinity`` (CPUs this process may run on) and the
+    ``OMP_NUM_THREADS`` / ``NUMBA_NUM_THREADS`` variables that are set to a positive integer.
+    Read at each call: a pool initializer may change the affinity mask."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    limits = {"affinity": max(cpus, 1)}
+    for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        value = _first_int(os.environ.get(name, ""))
+        if value is not None:
+            limits[name] = value
+    return limits
+
+
+def default_threads() -> int:
+    """Threads the parallel kernels use unless ``fastact.set_num_threads`` says otherwise."""
+    return min(thread_limits().values())

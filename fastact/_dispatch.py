@@ -58,8 +58,14 @@ def _load(name: str):
             _reasons[name] = f"{what}: {exc}"
         except Exception as exc:  # a broken install must not break fastact
             _reasons[name] = f"failed to initialise: {type(exc).__name__}: {exc}"
-    if module is not None and _num_threads is not None and hasattr(module, "set_num_threads"):
-        module.set_num_threads(_num_threads)
+    if module is not None and hasattr(module, "set_num_threads"):
+        # the cap set by set_num_threads, else the affinity mask / OMP_NUM_THREADS /
+        # NUMBA_NUM_THREADS (no oversubscription in pool workers)
+        try:
+            module.set_num_threads(_num_threads if _num_threads is not None
+                                   else _config.default_threads())
+        except Exception as exc:  # pragma: no cover - a backend that cannot set threads
+            log.debug("fastact: %s.set_num_threads failed: %s", name, exc)
     if module is None:
         log.debug("fastact: backend %s unavailable: %s", name, _reasons[name])
     _loaded[name] = module
@@ -134,14 +140,17 @@ def select_backend(op_name: str, *arrays, backend: str | None = None) -> str:
 
 
 def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return _config.default_threads()
 
 
 def set_num_threads(n: int) -> int:
-    """Cap the threads of the parallel kernels at ``n`` (>= 1); returns the previous cap."""
+    """Cap the threads of the parallel kernels at ``n`` (>= 1); returns the previous cap.
+
+    The cap is process-wide (every Python thread).  Results do not depend on it: every kernel
+    gives bitwise-identical results for any thread count (elementwise ops trivially; row sums
+    are computed per row, and prelu's weight gradient in fixed-size blocks combined in a fixed
+    order, never per thread).
+    """
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"fastact.set_num_threads: n must be an integer >= 1, got {n!r}")
@@ -170,7 +179,16 @@ def backend_info() -> dict:
             entry["reason"] = _reasons.get(name, "")
         elif hasattr(module, "info"):
             entry.update(module.info())
+            if entry.get("openmp") is False:
+                entry["openmp_reason"] = (
+                    "built without OpenMP (the C compiler did not accept -fopenmp): kernels run "
+                    "on one thread; automatic dispatch prefers numba when it is available")
         info[name] = entry
+    info["threads"] = {
+        "set_num_threads": _num_threads,
+        "default": _config.default_threads(),
+        "limits": _config.thread_limits(),
+    }
     info["selected"] = {
         "automatic": next((n for n in HOST_PRIORITY if info[n]["available"]), None),
         "FASTACT_BACKEND": _config.BACKEND,

@@ -39,6 +39,11 @@ def as_array(fname: str, argname: str, obj) -> np.ndarray:
     (nested) lists of them become float64.
     """
     if isinstance(obj, np.ndarray) or isinstance(obj, np.generic):
+        if type(obj) is not np.ndarray and isinstance(obj, _masked_array_type()):
+            # computing on .data would silently ignore the mask
+            raise TypeError(
+                f"{fname}: {argname} is a masked array; fastact does not apply masks: pass "
+                f"{argname}.filled(value) (or where= to the softmax family)")
         a = obj if type(obj) is np.ndarray else np.asarray(obj)
         if a.dtype not in _NATIVE:
             raise _hint(fname, argname, f"dtype {a.dtype}")
@@ -54,6 +59,12 @@ def as_array(fname: str, argname: str, obj) -> np.ndarray:
             raise _hint(fname, argname, f"a list of {a.dtype} values")
         return a.astype(F64)
     raise _hint(fname, argname, f"{type(obj).__module__}.{type(obj).__name__}")
+
+
+def _masked_array_type():
+    import numpy.ma  # only reached for ndarray subclasses
+
+    return numpy.ma.MaskedArray
 
 
 def result_dtype(*arrays: np.ndarray) -> np.dtype:
@@ -142,6 +153,15 @@ def check_out(fname: str, argname: str, out, shape: tuple, dtype: np.dtype):
         raise TypeError(f"{fname}: {argname} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{fname}: {argname} is read-only")
+    if type(out) is not np.ndarray:
+        if isinstance(out, _masked_array_type()):
+            raise TypeError(f"{fname}: {argname} is a masked array; pass a plain ndarray "
+                            f"(its mask would hide results)")
+    if out.size > 1 and not out.flags.c_contiguous and not out.flags.f_contiguous:
+        span = sum((n - 1) * abs(st) for n, st in zip(out.shape, out.strides)) + out.itemsize
+        if span < out.size * out.itemsize:  # e.g. a writable zero-stride (broadcast) view
+            raise ValueError(f"{fname}: {argname} has overlapping elements (strides "
+                             f"{out.strides}); each result needs its own memory")
     return out
 
 

@@ -34,12 +34,13 @@ def subprocess_environment(tmp_path_factory) -> dict:
     return env
 
 
-def run_python(code: str, env: dict, timeout: float = TIMEOUT) -> dict:
-    """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
+def run_python(code: str, env: dict, timeout: float = TIMEOUT, cwd=None) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line.
+    (``cwd``, default the checkout, is first on the child's ``sys.path``.)"""
     try:
         proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
                               capture_output=True, text=True, timeout=timeout,
-                              cwd=str(PACKAGE_ROOT))
+                              cwd=str(PACKAGE_ROOT if cwd is None else cwd))
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"subprocess did not finish in {timeout} s; stderr: {exc.stderr}")
     assert proc.returncode == 0, f"subprocess failed:\n{proc.stdout}\n{proc.stderr}"

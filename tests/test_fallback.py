@@ -158,3 +158,110 @@ def test_broken_numba_install_falls_back(fallback_env, tmp_path):
     assert "simulated broken numba install" in out["info"]["numba"]["reason"]
     assert out["explicit"]["numba"][1] is True
     _check_values(out["values"])
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA missing (no numba-cuda, no GPU): no cuda backend, never an import error
+# ------------------------------------------------------------------------------------------------
+
+BLOCK_CUDA = ("import sys\nfor _m in ('numba.cuda', 'numba_cuda', 'cupy'):\n"
+              "    sys.modules[_m] = None\n")
+
+CUDA_PROBE = PROBE.replace("print(json.dumps(res))", """
+res["cuda"] = {"listed": "cuda" in fa.backends(), "info": info["cuda"]}
+try:
+    fa.sigmoid(x, backend="cuda")
+    res["cuda"]["explicit"] = None
+except Exception as exc:
+    res["cuda"]["explicit"] = [type(exc).__name__, isinstance(exc, fa.BackendUnavailable), str(exc)]
+print(json.dumps(res, default=str))
+""")
+
+
+@pytest.mark.parametrize("blocked", ["numba-cuda blocked", "no GPU"])
+def test_cuda_missing_is_not_an_import_error(fallback_env, blocked):
+    env = dict(fallback_env)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)  # the simulator would make cuda "available"
+    if blocked == "no GPU":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # hides any real GPU as well
+    out = run_python((BLOCK_CUDA if blocked == "numba-cuda blocked" else "") + CUDA_PROBE, env)
+    assert not out["cuda"]["listed"]
+    assert out["cuda"]["info"]["available"] is False
+    assert out["cuda"]["info"]["reason"].strip()
+    name, is_unavailable, msg = out["cuda"]["explicit"]
+    assert is_unavailable, out["cuda"]
+    assert "cuda" in msg
+    assert out["select"] in ("numba", "cython", "numpy") and out["select"] != "cuda"
+    _check_values(out["values"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Cython extension built without OpenMP
+# ------------------------------------------------------------------------------------------------
+
+def _build_without_openmp(dest):
+    """A copy of the package whose Cython extension is compiled from the same generated C file
+    with no -fopenmp (as setup.py does when the compiler lacks OpenMP)."""
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    from _subprocess import PACKAGE_ROOT
+
+    kernels = PACKAGE_ROOT / "fastact" / "kernels"
+    c_file = kernels / "_cython_kernels.c"
+    shutil.copytree(PACKAGE_ROOT / "fastact", dest / "fastact",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+    if not c_file.exists():
+        pyx = kernels / "_cython_kernels.pyx"
+        if not pyx.exists():
+            pytest.fail("no generated _cython_kernels.pyx/.c in the checkout (build the "
+                        "extension first: pip install -e .)")
+        from Cython.Build import cythonize  # a test dependency
+
+        shutil.copy(pyx, dest / "fastact" / "kernels")
+        cythonize([str(dest / "fastact" / "kernels" / "_cython_kernels.pyx")], quiet=True,
+                  compiler_directives={"language_level": 3, "boundscheck": False,
+                                       "wraparound": False, "cdivision": True})
+        c_file = dest / "fastact" / "kernels" / "_cython_kernels.c"
+    import numpy
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    target = dest / "fastact" / "kernels" / ("_cython_kernels" +
+                                             sysconfig.get_config_var("EXT_SUFFIX"))
+    cmd = [cc, "-O1", "-shared", "-fPIC", "-fno-trapping-math",
+           f"-I{sysconfig.get_paths()['include']}", f"-I{numpy.get_include()}",
+           str(c_file), "-o", str(target), "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"compiling the extension without OpenMP failed: {proc.stderr[-2000:]}")
+    return dest
+
+
+def test_cython_built_without_openmp(fallback_env, tmp_path):
+    if not _cython_expected():
+        pytest.skip("the cython extension is not built here")
+    tree = _build_without_openmp(tmp_path)
+    env = dict(fallback_env)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), env["PYTHONPATH"]])
+    probe = PROBE.replace("print(json.dumps(res))", """
+res["file"] = fa.__file__
+res["cython"] = {k: info["cython"].get(k) for k in ("openmp", "threads", "openmp_reason")}
+print(json.dumps(res))
+""")
+    from _subprocess import PACKAGE_ROOT  # noqa: F401  (cwd must not shadow the copy)
+
+    # with numba: automatic dispatch keeps numba; cython is listed and says it is serial
+    out = run_python(probe, env, cwd=tmp_path)
+    assert out["file"].startswith(str(tree))
+    assert out["cython"]["openmp"] is False and out["cython"]["threads"] == 1, out["cython"]
+    assert "without OpenMP" in out["cython"]["openmp_reason"]
+    if "numba" in fa.backends():
+        assert out["select"] == "numba"
+    _check_values(out["values"])
+    # without numba: the serial cython kernels run, and are correct
+    out = run_python(BLOCK_NUMBA + probe, env, cwd=tmp_path)
+    assert out["select"] == "cython" and out["ran"] == ["cython"], out["ran"]
+    assert out["explicit"]["cython"] is None
+    _check_values(out["values"])

@@ -17,16 +17,31 @@ How the kernels are made:
   in a forked child (GNU OpenMP is not fork-safe).
 
 Compiled code is cached on disk in ``<cache dir>/numba-<salt>``, where the salt hashes the
-sources of this file, ``_math.py`` and ``_registry.py`` and the Numba version: Numba itself only
-checks the defining file's timestamp, which would reuse stale code after a formula change.
+sources of every module of the package (``fastact/*.py``, ``fastact/kernels/*.py``) and the
+Numba version: Numba itself only checks the defining file's timestamp, which would reuse stale
+code after a change to a formula or helper in another file.
+
+Threads (DESIGN.md section 7): Numba picks its threading layer at the first parallel call, in the
+order tbb, omp, workqueue.  pip's ``tbb`` wheel puts ``libtbb.so.12`` in ``<prefix>/lib``, where
+the dynamic loader does not look, so :func:`_preload_tbb` loads it first (the ``tbb`` layer is
+thread-safe).  The ``workqueue`` layer aborts the process when two threads enter parallel code
+at once: under it (and until the first parallel call has shown which layer Numba chose) one
+thread at a time runs the parallel twin and the others run the serial twin, which gives
+bitwise-identical results.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import hashlib
 import linecache
+import logging
 import math
 import os
+import site
+import sys
+import threading
 import types
 
 import numba
@@ -43,7 +58,13 @@ from .. import _config, _math, _registry
 #: vectorisation (DESIGN.md section 5).
 JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 
-_SOURCE_FILES = (__file__, _math.__file__, _registry.__file__)
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Every source file whose change must invalidate cached kernels: the whole package (a helper
+#: in any module may end up inlined into a kernel).
+log = logging.getLogger("fastact")
+
+_SOURCE_FILES = tuple(sorted(glob.glob(os.path.join(_PACKAGE_DIR, "*.py"))
+                             + glob.glob(os.path.join(_PACKAGE_DIR, "kernels", "*.py"))))
 _GENERATED_FILENAME = "<fastact_numba_cpu_generated>"
 
 
@@ -54,6 +75,7 @@ _GENERATED_FILENAME = "<fastact_numba_cpu_generated>"
 def _salt() -> str:
     h = hashlib.sha256(numba.__version__.encode())
     for path in _SOURCE_FILES:
+        h.update(os.path.relpath(path, _PACKAGE_DIR).encode() + b"\0")
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]
@@ -106,13 +128,56 @@ _SALT = _salt()
 _install_cache_locator()
 
 
+class _TolerantCache:
+    """Wraps a dispatcher's Numba function cache: a damaged cache file (truncated by a crash or
+    a full disk, or garbage) is a cache miss and is overwritten, never an error (Numba itself
+    raises ``EOFError``/``UnpicklingError`` from the call)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def _discard_index(self) -> None:
+        path = getattr(getattr(self._inner, "_cache_file", None), "_index_path", None)
+        if path:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+    def load_overload(self, sig, target_context):
+        try:
+            return self._inner.load_overload(sig, target_context)
+        except Exception as exc:  # damaged index or data file: recompile
+            log.debug("fastact: ignoring a damaged kernel cache entry (%s: %s)",
+                      type(exc).__name__, exc)
+            self._discard_index()
+            return None
+
+    def save_overload(self, sig, data):
+        for attempt in range(2):
+            try:
+                return self._inner.save_overload(sig, data)
+            except Exception as exc:  # a damaged index cannot be updated: start it afresh
+                log.debug("fastact: could not store a compiled kernel (%s: %s)",
+                          type(exc).__name__, exc)
+                self._discard_index()
+        return None
+
+
 def _jit_kernel(fn, parallel: bool):
     """Compile options for a generated kernel; fall back to no cache rather than fail."""
     if CACHE_PATH is not None:
         try:
-            return njit(parallel=parallel, cache=True, **JIT_OPTIONS)(fn)
+            dispatcher = njit(parallel=parallel, cache=True, **JIT_OPTIONS)(fn)
         except RuntimeError:  # e.g. NUMBA_CACHE_LOCATOR_CLASSES excludes our locator
             pass
+        else:
+            if hasattr(dispatcher, "_cache"):
+                dispatcher._cache = _TolerantCache(dispatcher._cache)
+            return dispatcher
     return njit(parallel=parallel, **JIT_OPTIONS)(fn)
 
 
@@ -226,7 +291,8 @@ def _row_sum(term, a, b, mask, r, m, t):
         j += 1
     u = s + tail
     c += (s - u) + tail if abs(s) >= abs(tail) else (tail - u) + s
-    return u + c
+    # an infinite sum stays infinite (the compensation of inf terms is NaN): as a plain sum
+    return u + c if u - u == 0.0 else u
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -429,10 +495,93 @@ def _namespace() -> dict:
     return ns
 
 
+# --------------------------------------------------------------------------------------------
+# threading layer, thread safety and fork safety
+# --------------------------------------------------------------------------------------------
+
+TBB_PRELOAD = ""  # how libtbb was found ("" if not tried)
+
+
+def _preload_tbb() -> str:
+    """Load pip's ``libtbb.so.12`` from ``<prefix>/lib`` so that Numba's tbb layer finds it.
+
+    Only when the user left the layer to Numba or asked for a tbb-based one, and only before
+    Numba started its threads.  Returns a note for :func:`info`.
+    """
+    if not sys.platform.startswith("linux"):
+        return "not Linux: Numba finds TBB itself"
+    requested = str(numba.config.THREADING_LAYER).lower()
+    if requested not in ("default", "tbb", "safe", "threadsafe"):
+        return f"not needed (NUMBA_THREADING_LAYER={requested})"
+    try:
+        ctypes.CDLL("libtbb.so.12")
+        return "libtbb.so.12 found by the dynamic loader"
+    except OSError:
+        pass
+    prefixes = [sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None) or ""]
+    for prefix in dict.fromkeys(p for p in prefixes if p):
+        path = os.path.join(prefix, "lib", "libtbb.so.12")
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                return f"preloaded {path}"
+            except OSError as exc:
+                return f"{path} failed to load: {exc}"
+    return "libtbb.so.12 not installed (pip install tbb)"
+
+
+TBB_PRELOAD = _preload_tbb()
+
+#: Layers on which several Python threads may run parallel kernels at once.
+THREAD_SAFE_LAYERS = ("tbb", "omp")
+#: None until the first parallel call has run (Numba picks its layer then); afterwards whether
+#: parallel twins need the exclusive pool lock (True only for ``workqueue``).
+_exclusive: bool | None = None
+_pool_lock = threading.Lock()
+#: How often a thread found the pool busy under the exclusive rule and ran the serial twin.
+SERIAL_FALLBACKS = 0
+
+
+def _current_layer() -> str | None:
+    try:
+        return numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet
+        return None
+
+
+#: The thread cap from fastact.set_num_threads / the environment (None: Numba's default).
+#: Numba's own setting is per thread, so each calling thread is brought to the cap.
+_threads: int | None = None
+
+
+def _run_parallel(parallel, serial, args) -> None:
+    global _exclusive, SERIAL_FALLBACKS
+    if _threads is not None and numba.get_num_threads() != _threads:
+        numba.set_num_threads(_threads)
+    if _exclusive is False:
+        parallel(*args)
+        return
+    # Unknown layer or workqueue: one thread at a time in parallel code, others run serial.
+    if _pool_lock.acquire(blocking=False):
+        try:
+            parallel(*args)
+            if _exclusive is None:
+                layer = _current_layer()
+                if layer is not None:
+                    _exclusive = layer not in THREAD_SAFE_LAYERS
+        finally:
+            _pool_lock.release()
+    else:
+        SERIAL_FALLBACKS += 1
+        serial(*args)
+
+
 _in_forked_child = False
 
 
 def _after_fork_in_child() -> None:
+    # GNU OpenMP (and Numba's pools in general) are not usable after fork(): a forked child runs
+    # every kernel serially (DESIGN.md section 7).
     global _in_forked_child
     _in_forked_child = True
 
@@ -449,7 +598,7 @@ PARALLEL_THRESHOLD = _config.PARALLEL_THRESHOLD
 def _pick(name: str, parallel, serial):
     def kernel(*args):
         if args[0].size >= PARALLEL_THRESHOLD and not _in_forked_child:
-            parallel(*args)
+            _run_parallel(parallel, serial, args)
         else:
             serial(*args)
 
@@ -479,24 +628,48 @@ GENERATED_SOURCE = linecache.cache[_GENERATED_FILENAME][2]
 
 
 def set_num_threads(n: int) -> None:
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    """Cap the threads of parallel kernels (in every calling thread: Numba's own
+    ``numba.set_num_threads`` is thread-local, so kernels apply the cap in each thread)."""
+    global _threads
+    _threads = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(_threads)
 
 
 def get_num_threads() -> int:
     return numba.get_num_threads()
 
 
+def threading_layer() -> str:
+    """The Numba threading layer in use (starting Numba's threads if no kernel has yet)."""
+    layer = _current_layer()
+    if layer is None:  # chosen at the first parallel call: make one (tiny, cached) to know it
+        if _in_forked_child:
+            return "none (forked child: serial kernels)"
+        _run_parallel(KERNELS["relu_forward"].parallel, KERNELS["relu_forward"].serial,
+                      (np.zeros(1), np.zeros(1)))
+        layer = _current_layer()
+    return layer
+
+
 def info() -> dict:
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # chosen at the first parallel call: make one (tiny, cached) to know it
-        KERNELS["relu_forward"].parallel(np.zeros(1), np.zeros(1))
-        layer = numba.threading_layer()
+    layer = threading_layer()
+    requested = str(numba.config.THREADING_LAYER)
+    if layer in THREAD_SAFE_LAYERS:
+        policy = "thread-safe layer: concurrent calls run in parallel"
+    else:
+        policy = ("layer not thread-safe: one thread at a time runs parallel kernels, "
+                  "concurrent calls run the serial twins")
     return {
         "version": numba.__version__,
         "threads": numba.get_num_threads(),
         "max_threads": numba.config.NUMBA_NUM_THREADS,
         "threading_layer": layer,
+        "threading_layer_requested": requested + (
+            " (NUMBA_THREADING_LAYER)" if os.environ.get("NUMBA_THREADING_LAYER") else
+            " (Numba's order: tbb, omp, workqueue)"),
+        "threading_policy": policy,
+        "tbb": TBB_PRELOAD,
+        "forked_child_serial": _in_forked_child,
         "parallel_threshold": PARALLEL_THRESHOLD,
         "cache": CACHE_PATH or CACHE_REASON,
     }

@@ -47,6 +47,7 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
     if form == "backward_from_y" and not spec.y_backward(dict(zip(spec.param_names, params))):
         raise ValueError(f"{fname}: y= needs {spec.y_backward_rule}; pass x= instead")
     module = _dispatch.resolve(backend)[1]
+    _fast_fill(_KERNELS[name, form], backend, module)
     flats = [_validate.flat(a, cdtype) for a in named]
     buffers = [_validate.kernel_buffer(o, shape, cdtype, flats) for o in outs]
     if flats[0].size:
@@ -340,9 +341,51 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
             f"    return _elementwise({spec.name!r}, form, {{'grad': grad, which: value}}, "
             f"{values}, out, backend)\n")
     head, kw, values = _signature_params(spec, keyword_only=False)
-    return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n"
+    fast = ""
+    if not spec.params and form in ("forward", "derivative"):
+        # small-array fast path (see _fast_fill): a C-contiguous native float32/float64 array,
+        # no out/backend/context override -> the serial Numba kernel, straight away
+        fast = (f"    if type(x) is _ndarray and out is None and backend is None:\n"
+                f"        kernel = _FAST[{spec.name + '_' + form!r}].get(x.dtype)\n"
+                f"        if (kernel is not None and x.size < _FAST_LIMIT[0] and "
+                f"x.flags.c_contiguous\n"
+                f"                and _context_get() is None):\n"
+                f"            y = _empty(x.shape, x.dtype)\n"
+                f"            kernel(x.reshape(-1), y.reshape(-1))\n"
+                f"            return y\n")
+    return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n{fast}"
             f"    return _elementwise({spec.name!r}, {form!r}, {{'x': x}}, {values}, out, "
             f"backend)\n")
+
+
+#: kernel name -> {dtype: serial Numba kernel}: the fast path's table, filled by the first call
+#: that takes the normal path with automatic dispatch (so the choice is the dispatcher's).
+_FAST: dict = {f"{op.name}_{form}": {} for op in _registry.elementwise_ops()
+               for form in ("forward", "derivative")}
+_FAST_LIMIT = [0]  # elements; the Numba backend's parallel threshold once it is loaded
+_ndarray, _empty, _context_get = np.ndarray, np.empty, _dispatch._context.get
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _fast_fill(kernel_name: str, backend, module) -> None:
+    """Record the serial kernel for the fast path, when automatic dispatch chose Numba.
+
+    The fast path runs exactly what the normal path would run for a small C-contiguous
+    float32/float64 array: the same kernel (``_pick`` calls the serial twin below the
+    parallel threshold), the same validation outcome (nothing to check for such an array and
+    an op without parameters).  Measured: ``fa.relu`` on 1,000 float32 elements 7.3 -> ~1 us
+    (``np.maximum(x, 0)`` ~0.9 us); the benchmark group is ``relu-forward-float32-1000``.
+    """
+    table = _FAST.get(kernel_name)
+    if (table is None or backend is not None or _dispatch._context.get() is not None
+            or _dispatch._config.BACKEND is not None or table
+            or getattr(module, "__name__", "") != "fastact.kernels.numba_cpu"):
+        return
+    serial = getattr(getattr(module, kernel_name), "serial", None)
+    if serial is None:  # a wrapped kernel (tests recording calls): no shortcut around it
+        return
+    _FAST_LIMIT[0] = module.PARALLEL_THRESHOLD
+    table.update(dict.fromkeys(_FAST_DTYPES, serial))
 
 
 def _define_elementwise() -> None:

@@ -460,3 +460,59 @@ def test_warmup():
         np.testing.assert_allclose(fa.sigmoid(x, backend=b), sigmoid_ref(x), rtol=1e-6)
     with pytest.raises(ValueError):
         fa.warmup(["no_such_op"])
+
+
+# ------------------------------------------------------------------------------------------------
+# the small-array fast path (fastact.api._FAST) must not change what runs or what comes back
+# ------------------------------------------------------------------------------------------------
+
+FAST_OPS = [op for op in _registry.elementwise_ops() if not op.params]
+
+
+@pytest.mark.parametrize("spec", FAST_OPS, ids=lambda s: s.name)
+@pytest.mark.parametrize("form", ["forward", "derivative"])
+def test_fast_path_equals_the_normal_path(spec, form):
+    from fastact import api
+
+    if "numba" not in fa.backends():
+        pytest.skip("the fast path is the Numba backend's")
+    fn = getattr(fa, spec.public_name(form))
+    x = np.linspace(-6, 6, 257).astype(np.float32)
+    fn(x)  # the first call takes the normal path and fills the table
+    if _config.BACKEND is None:
+        assert api._FAST[f"{spec.name}_{form}"], "fast path not enabled by an automatic call"
+    else:  # FASTACT_BACKEND overrides automatic dispatch: no shortcut to Numba
+        assert not api._FAST[f"{spec.name}_{form}"]
+    for a in (x, x.astype(np.float64), x[:0], x[:1].reshape(()), x.reshape(257, 1)):
+        got = fn(a)
+        want = fn(a, backend="numba")  # the normal path (explicit backend)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        assert got is not a
+
+
+def test_fast_path_respects_context_and_arguments(monkeypatch):
+    from fastact.kernels import numpy_ref
+
+    x = np.linspace(-2, 2, 64).astype(np.float32)
+    fa.relu(x)
+    calls = []
+    original = numpy_ref.relu_forward
+
+    def recording(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(numpy_ref, "relu_forward", recording)
+    if "numpy" in fa.backends():
+        with fa.use_backend("numpy"):
+            fa.relu(x)
+        assert calls, "use_backend('numpy') was bypassed by the fast path"
+    calls.clear()
+    fa.relu(x, backend="numpy")
+    assert calls
+    out = np.empty_like(x)
+    assert fa.relu(x, out=out) is out
+    # float16, non-contiguous and big-endian inputs take the normal path and stay correct
+    for a in (x.astype(np.float16), x[::2], x.astype(">f4")):
+        np.testing.assert_array_equal(fa.relu(a), np.maximum(a, 0).astype(a.dtype.newbyteorder("=")))

@@ -32,6 +32,7 @@ section 4).  Nothing here compiles at import: kernels compile on first use per d
 
 from __future__ import annotations
 
+import contextvars
 import linecache
 import math
 import types
@@ -424,8 +425,10 @@ def _max_blocks() -> int:
 _configured: dict = {}
 
 
-def _launch(kernel, n: int, threads: int, max_blocks: int, stream, *args) -> None:
-    """``kernel[blocks, threads, stream](*args)`` with the configured launcher cached."""
+def _launch(kernel, n: int, threads: int, max_blocks: int, *args) -> None:
+    """``kernel[blocks, threads, stream](*args)`` with the configured launcher cached; the stream
+    is :data:`STREAM`'s value (None: the default stream)."""
+    stream = STREAM.get()
     blocks = max(1, min((n + threads - 1) // threads, max_blocks))
     key = (kernel, blocks, threads, stream)
     launcher = _configured.get(key)
@@ -437,13 +440,31 @@ def _launch(kernel, n: int, threads: int, max_blocks: int, stream, *args) -> Non
     launcher(*args)
 
 
+def empty(shape, dtype):
+    """An uninitialised device array, allocated on the current stream."""
+    stream = STREAM.get()
+    if stream is None:
+        return cuda.device_array(shape, dtype)
+    return cuda.device_array(shape, dtype, stream=stream)
+
+
+def to_device(host: np.ndarray):
+    """A device copy of a host array, on the current stream."""
+    stream = STREAM.get()
+    host = np.ascontiguousarray(host)
+    if stream is None:
+        return cuda.to_device(host)
+    return cuda.to_device(host, stream=stream)
+
+
 def _is_host(a) -> bool:
     return isinstance(a, np.ndarray)
 
 
-#: The stream kernels launch on; ``fastact._device`` sets it per call to the input's current
-#: stream (CuPy / PyTorch) and resets it to None (the default stream) afterwards.
-current_stream = None
+#: The stream kernels launch on (per thread / task): ``fastact._device`` sets it for the duration
+#: of a call to the input's current stream (CuPy's / PyTorch's current stream, a Numba array's
+#: own stream); None is the default stream.
+STREAM: contextvars.ContextVar = contextvars.ContextVar("fastact_cuda_stream", default=None)
 
 
 def _on_device(args, n_out):
@@ -458,7 +479,7 @@ def _on_device(args, n_out):
                 d = cuda.device_array(a.shape, a.dtype)
                 back.append((d, a))
             else:
-                d = cuda.to_device(np.ascontiguousarray(a))
+                d = to_device(a)
             dev.append(d)
         else:
             dev.append(a)
@@ -474,7 +495,7 @@ def _elementwise_launcher(name: str, kernel, n_out: int):
     def run(*args):
         dev, back = _on_device(args, n_out)
         out = dev[-n_out]
-        _launch(kernel, out.size, ELEMENTWISE_THREADS, _max_blocks(), current_stream, *dev)
+        _launch(kernel, out.size, ELEMENTWISE_THREADS, _max_blocks(), *dev)
         _copy_back(back)
 
     run.__name__ = run.__qualname__ = name
@@ -494,7 +515,7 @@ _DUMMY_MASK = {}
 
 def _mask_args(mask):
     if mask is None:
-        key = current_stream
+        key = STREAM.get()
         d = _DUMMY_MASK.get(key)
         if d is None:
             d = _DUMMY_MASK[key] = cuda.to_device(np.ones((1, 1, 1), np.uint8))
@@ -508,14 +529,14 @@ def rows_forward(x3, mask3, temperature, out3, log: bool) -> None:
     m, has = _mask_args(mask3)
     rows = x3.shape[0] * x3.shape[2]
     _launch(_softmax_rows_kernel, rows * ROW_THREADS, ROW_THREADS, ROW_MAX_BLOCKS,
-            current_stream, x3, m, has, float(temperature), out3, int(log))
+            x3, m, has, float(temperature), out3, int(log))
 
 
 def rows_backward(g3, y3, mask3, temperature, out3, log: bool) -> None:
     m, has = _mask_args(mask3)
     rows = y3.shape[0] * y3.shape[2]
     _launch(_softmax_backward_rows_kernel, rows * ROW_THREADS, ROW_THREADS, ROW_MAX_BLOCKS,
-            current_stream, g3, y3, m, has, float(temperature), out3, int(log))
+            g3, y3, m, has, float(temperature), out3, int(log))
 
 
 def _row_kernel(name: str, log: bool, backward: bool):
@@ -547,10 +568,10 @@ def prelu_backward(grad, x, weight, inner, out, grad_weight) -> None:
     inner = int(inner)
     nchunk = (inner + PRELU_CHUNK - 1) // PRELU_CHUNK
     nblocks = (xd.size // inner) * nchunk
-    partial = cuda.device_array(nblocks, np.float64)
+    partial = empty(nblocks, np.float64)
     _launch(_prelu_backward_kernel, nblocks * ROW_THREADS, ROW_THREADS, ROW_MAX_BLOCKS,
-            current_stream, g, xd, w, np.int64(inner), np.int64(nchunk), o, partial)
-    _launch(_prelu_weight_sum_kernel, gw.size, ELEMENTWISE_THREADS, 1 << 20, current_stream,
+            g, xd, w, np.int64(inner), np.int64(nchunk), o, partial)
+    _launch(_prelu_weight_sum_kernel, gw.size, ELEMENTWISE_THREADS, 1 << 20,
             partial, np.int64(nchunk), gw)
     _copy_back(back)
 
@@ -564,7 +585,7 @@ def copy(src, dst) -> None:
     if nd > MAX_COPY_NDIM:
         raise ValueError(f"fastact: CUDA arrays with more than {MAX_COPY_NDIM} dimensions are "
                          "supported only when C-contiguous")
-    _launch(COPY_KERNELS[nd], dst.size, ELEMENTWISE_THREADS, _max_blocks(), current_stream,
+    _launch(COPY_KERNELS[nd], dst.size, ELEMENTWISE_THREADS, _max_blocks(),
             src, dst)
 
 

@@ -241,8 +241,10 @@ def _kept(mask, has_mask, o, j, k):
 
 
 @cuda.jit(**JIT_OPTIONS)
-def _softmax_rows_kernel(x, mask, has_mask, temperature, out, log):
-    """softmax / log_softmax of every row ``x[o, :, k]`` (rows = outer * inner)."""
+def _softmax_rows_kernel(x, mask, has_mask, temperature, out, mode, sign):
+    """Row ``x[o, :, k]`` (rows = outer * inner) of ``v = sign * x``: mode 0 softmax(v / T),
+    1 log_softmax(v / T), 2 logsumexp ``T log sum exp(v / T)`` into ``out[o, 0, k]``.
+    (``sign = -1``: softmin and its log.)"""
     sm_m = cuda.shared.array(ROW_SHARED, F64)
     sm_s = cuda.shared.array(ROW_SHARED, F64)
     sm_k = cuda.shared.array(ROW_SHARED, F64)
@@ -264,7 +266,7 @@ def _softmax_rows_kernel(x, mask, has_mask, temperature, out, log):
         while j < n:
             if _kept(mask, has_mask, o, j, k):
                 kept = 1.0
-                v = np.float64(x[o, j, k])
+                v = sign * np.float64(x[o, j, k])
                 if v > m:  # NaN never wins: it reaches the sum instead and makes it NaN
                     scale = math.exp((m - v) / temperature)
                     s *= scale
@@ -303,18 +305,24 @@ def _softmax_rows_kernel(x, mask, has_mask, temperature, out, log):
         total = sm_s[0]
         any_kept = sm_k[0] > 0.0
         cuda.syncthreads()  # everyone has read slot 0 before the next row overwrites it
-        ls = math.log(total) if (log != 0 and any_kept) else 0.0
-        j = t
+        ls = math.log(total) if (mode != 0 and any_kept) else 0.0
+        if mode == 2:
+            if t == 0:
+                out[o, 0, k] = mx + temperature * ls if any_kept else -math.inf
+            j = n  # nothing else to write
+        else:
+            j = t
         while j < n:
             keep = _kept(mask, has_mask, o, j, k)
-            if log != 0:
+            if mode == 1:
                 if keep:
-                    out[o, j, k] = (np.float64(x[o, j, k]) - mx) / temperature - ls
+                    out[o, j, k] = (sign * np.float64(x[o, j, k]) - mx) / temperature - ls
                 else:
                     out[o, j, k] = -math.inf
             else:
                 if keep:
-                    out[o, j, k] = math.exp((np.float64(x[o, j, k]) - mx) / temperature) / total
+                    out[o, j, k] = (math.exp((sign * np.float64(x[o, j, k]) - mx) / temperature)
+                                    / total)
                 else:
                     out[o, j, k] = 0.0
             j += nt
@@ -322,8 +330,9 @@ def _softmax_rows_kernel(x, mask, has_mask, temperature, out, log):
 
 
 @cuda.jit(**JIT_OPTIONS)
-def _softmax_backward_rows_kernel(grad, y, mask, has_mask, temperature, out, log):
-    """softmax: dx = y (g - sum(g y)) / T;  log_softmax: dx = (g - exp(y) sum(g)) / T."""
+def _softmax_backward_rows_kernel(grad, y, mask, has_mask, temperature, out, log, sign):
+    """softmax: dx = y (g - sum(g y)) / T;  log_softmax: dx = (g - exp(y) sum(g)) / T; times
+    ``sign`` (-1: softmin, the softmax of -x)."""
     sm_s = cuda.shared.array(ROW_SHARED, F64)
     t = cuda.threadIdx.x
     nt = cuda.blockDim.x
@@ -364,9 +373,9 @@ def _softmax_backward_rows_kernel(grad, y, mask, has_mask, temperature, out, log
                 g = np.float64(grad[o, j, k])
                 yj = np.float64(y[o, j, k])
                 if log != 0:
-                    out[o, j, k] = (g - math.exp(yj) * total) / temperature
+                    out[o, j, k] = sign * (g - math.exp(yj) * total) / temperature
                 else:
-                    out[o, j, k] = yj * (g - total) / temperature
+                    out[o, j, k] = sign * yj * (g - total) / temperature
             else:
                 out[o, j, k] = 0.0
             j += nt
@@ -523,20 +532,25 @@ def _mask_args(mask):
     return mask, 1
 
 
-def rows_forward(x3, mask3, temperature, out3, log: bool) -> None:
-    """softmax (log=False) / log_softmax (log=True) of device arrays in (outer, C, inner)
-    layout; ``mask3`` is a uint8 device array of the same shape or None."""
+def rows_forward(x3, mask3, temperature, out3, log: bool, sign: float = 1.0,
+                 logsumexp: bool = False) -> None:
+    """Row kernel on device arrays in (outer, C, inner) layout (``mask3``: uint8 of the same
+    shape, or None): softmax (log=False) / log_softmax (log=True) of ``sign * x``; softmin is
+    ``sign=-1``.  ``logsumexp=True`` writes ``T log sum exp(x / T)`` per row into
+    ``out3[:, 0, :]`` (shape (outer, 1, inner)); a fully masked row gives -inf."""
     m, has = _mask_args(mask3)
     rows = x3.shape[0] * x3.shape[2]
+    mode = 2 if logsumexp else int(bool(log))
     _launch(_softmax_rows_kernel, rows * ROW_THREADS, ROW_THREADS, ROW_MAX_BLOCKS,
-            x3, m, has, float(temperature), out3, int(log))
+            x3, m, has, float(temperature), out3, mode, float(sign))
 
 
-def rows_backward(g3, y3, mask3, temperature, out3, log: bool) -> None:
+def rows_backward(g3, y3, mask3, temperature, out3, log: bool, sign: float = 1.0) -> None:
+    """Backward of :func:`rows_forward` given its output ``y3`` (softmin: ``sign=-1``)."""
     m, has = _mask_args(mask3)
     rows = y3.shape[0] * y3.shape[2]
     _launch(_softmax_backward_rows_kernel, rows * ROW_THREADS, ROW_THREADS, ROW_MAX_BLOCKS,
-            g3, y3, m, has, float(temperature), out3, int(log))
+            g3, y3, m, has, float(temperature), out3, int(bool(log)), float(sign))
 
 
 def _row_kernel(name: str, log: bool, backward: bool):

@@ -681,3 +681,55 @@ def test_torch_interop_gpu():
     assert isinstance(z, torch.Tensor)
     with pytest.raises(TypeError, match="must be a float16, float32 or float64 array"):
         fa.relu(torch.arange(4, device="cuda"))
+
+
+# ------------------------------------------------------------------------------------------------
+# row-kernel modes prepared for softmin / logsumexp (the API ops come from another branch)
+# ------------------------------------------------------------------------------------------------
+
+def _fsum_rows_lse(x, keep, T):
+    out = []
+    for xr, kr in zip(x, keep):
+        v = [float(a) / T for a, k in zip(xr, kr) if k]
+        if not v:
+            out.append(-math.inf)
+            continue
+        m = max(v)
+        out.append(T * (m + math.log(math.fsum(math.exp(a - m) for a in v))))
+    return np.array(out)
+
+
+def test_row_kernel_softmin_and_logsumexp_modes():
+    rng = rng_for("modes")
+    x = rng.uniform(-5, 5, (4, 23))
+    keep = rng.random((4, 23)) > 0.3
+    keep[2] = False
+    T = 1.7
+    x3, m3 = dev(x.reshape(4, 23, 1)), dev(keep.astype(np.uint8).reshape(4, 23, 1))
+    # softmin = softmax(-x)
+    out = cuda.device_array((4, 23, 1))
+    nc.rows_forward(x3, m3, T, out, False, sign=-1.0)
+    ref = oracle.rowwise("softmax", "forward", np.float64, x=-x, where=keep, temperature=T)
+    allowed, exact = oracle.softmax_allowed(-x, ref, np.float64, axis=-1, where=keep,
+                                            temperature=T, log=False)
+    oracle.assert_close("softmin", host(out).reshape(4, 23), ref, np.float64, allowed=allowed,
+                        floor=oracle.tiny(np.float64), exact_mask=exact)
+    # its backward: d softmin = -(softmax backward at -x)
+    y = oracle.round_to(ref, np.float64)
+    g = rng.uniform(-1, 1, (4, 23))
+    nc.rows_backward(dev(g.reshape(4, 23, 1)), dev(y.reshape(4, 23, 1)), m3, T, out, False,
+                     sign=-1.0)
+    bref = -oracle.rowwise("softmax", "backward", np.float64, grad=g, y=y, where=keep,
+                           temperature=T)
+    allowed, exact = oracle.softmax_backward_allowed(g, y, bref, np.float64, axis=-1,
+                                                     where=keep, temperature=T, log=False)
+    oracle.assert_close("softmin backward", host(out).reshape(4, 23), bref, np.float64,
+                        allowed=allowed, ulps=10, floor=oracle.derivative_floor(bref, np.float64),
+                        exact_mask=exact)
+    # logsumexp, one value per row (fully masked: -inf)
+    lse = cuda.device_array((4, 1, 1))
+    nc.rows_forward(x3, m3, T, lse, False, logsumexp=True)
+    got = host(lse).reshape(4)
+    want = _fsum_rows_lse(x, keep, T)
+    assert np.isneginf(got[2])
+    np.testing.assert_allclose(got[[0, 1, 3]], want[[0, 1, 3]], rtol=8 * np.finfo(float).eps)

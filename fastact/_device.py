@@ -36,6 +36,10 @@ from . import _dispatch, _registry, _validate
 
 _SIM_MODULE = "numba.cuda.simulator"
 
+#: row ops the CUDA row kernel computes: name -> (log, sign) (softmin = softmax of -x); the
+#: same table as ``numba_cuda.ROW_OPS``, kept here so that no numba.cuda import is needed
+_ROW_OPS = {"softmax": (False, 1.0), "log_softmax": (True, 1.0), "softmin": (False, -1.0)}
+
 
 def is_device_array(obj) -> bool:
     """True for a CUDA device array (checked without importing numba.cuda)."""
@@ -387,6 +391,9 @@ def prelu(form: str, fname: str, arrays: dict, weight, out, backend):
 def rowwise(name: str, form: str, fname: str, arrays: dict, axis, where, temperature, out,
             backend):
     _mixed(fname, arrays)
+    if name not in _ROW_OPS:
+        raise NotImplementedError(f"{fname}: no CUDA kernel yet; pass NumPy arrays")
+    log, sign = _ROW_OPS[name]
     named = {k: as_device(fname, k, v) for k, v in arrays.items()}
     shape = _validate.same_shape(fname, named)
     ndim = len(shape)
@@ -413,12 +420,11 @@ def rowwise(name: str, form: str, fname: str, arrays: dict, axis, where, tempera
                 mask3 = module.empty(s3, np.uint8)
                 module.copy(mask_dev, mask3.reshape(shape))
             ins = [a.reshape(s3) for a in flats]
-            log = name == "log_softmax"
             if form == "forward":
-                module.rows_forward(ins[0], mask3, temperature, buffer.reshape(s3), log)
+                module.rows_forward(ins[0], mask3, temperature, buffer.reshape(s3), log, sign)
             else:
                 module.rows_backward(ins[0], ins[1], mask3, temperature, buffer.reshape(s3),
-                                     log)
+                                     log, sign)
         return finish()
 
 

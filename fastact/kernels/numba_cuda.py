@@ -553,25 +553,31 @@ def rows_backward(g3, y3, mask3, temperature, out3, log: bool, sign: float = 1.0
             g3, y3, m, has, float(temperature), out3, int(bool(log)), float(sign))
 
 
-def _row_kernel(name: str, log: bool, backward: bool):
+def _row_kernel(name: str, log: bool, backward: bool, sign: float = 1.0):
     def run(*args):
         # (x, mask, temperature, out) or (grad, y, mask, temperature, out), (rows, C) or 3-D
         dev, back = _on_device(args, 1)
         dev = [_as_rows3(a) if hasattr(a, "shape") else a for a in dev]
         if backward:
-            rows_backward(dev[0], dev[1], dev[2], dev[3], dev[4], log)
+            rows_backward(dev[0], dev[1], dev[2], dev[3], dev[4], log, sign)
         else:
-            rows_forward(dev[0], dev[1], dev[2], dev[3], log)
+            rows_forward(dev[0], dev[1], dev[2], dev[3], log, sign)
         _copy_back(back)
 
     run.__name__ = run.__qualname__ = name
     return run
 
 
+#: row ops: name -> (log, sign).  softmin(x) = softmax(-x) (its kernels are ready for the
+#: registry entry; ``fastact._device`` uses this table too).
+ROW_OPS = {"softmax": (False, 1.0), "log_softmax": (True, 1.0), "softmin": (False, -1.0)}
+
 softmax_forward = _row_kernel("softmax_forward", False, False)
 log_softmax_forward = _row_kernel("log_softmax_forward", True, False)
 softmax_backward = _row_kernel("softmax_backward", False, True)
 log_softmax_backward = _row_kernel("log_softmax_backward", True, True)
+softmin_forward = _row_kernel("softmin_forward", False, False, -1.0)
+softmin_backward = _row_kernel("softmin_backward", False, True, -1.0)
 
 
 def prelu_backward(grad, x, weight, inner, out, grad_weight) -> None:
@@ -624,6 +630,15 @@ def _build() -> dict:
 KERNELS, COPY_KERNELS = _build()
 globals().update(KERNELS)
 GENERATED_SOURCE = linecache.cache[_GENERATED_FILENAME][2]
+
+
+def __getattr__(name: str):
+    # an op of the registry without a CUDA kernel yet: a clear error instead of AttributeError
+    # (the API asks for kernels by name)
+    if name in _registry.kernel_names():
+        raise NotImplementedError(f"fastact: the CUDA backend has no kernel {name!r} yet; use "
+                                  "a host backend (backend='numba', 'cython' or 'numpy')")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def info() -> dict:

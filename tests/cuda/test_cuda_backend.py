@@ -714,6 +714,11 @@ def test_row_kernel_softmin_and_logsumexp_modes():
                                             temperature=T, log=False)
     oracle.assert_close("softmin", host(out).reshape(4, 23), ref, np.float64, allowed=allowed,
                         floor=oracle.tiny(np.float64), exact_mask=exact)
+    # the host-convention kernel softmin_forward(x, mask, temperature, out), (rows, C) arrays
+    hout = np.empty((4, 23))
+    nc.softmin_forward(x, keep.astype(np.uint8), T, hout)
+    oracle.assert_close("softmin_forward", hout, ref, np.float64, allowed=allowed,
+                        floor=oracle.tiny(np.float64), exact_mask=exact)
     # its backward: d softmin = -(softmax backward at -x)
     y = oracle.round_to(ref, np.float64)
     g = rng.uniform(-1, 1, (4, 23))
@@ -733,3 +738,19 @@ def test_row_kernel_softmin_and_logsumexp_modes():
     want = _fsum_rows_lse(x, keep, T)
     assert np.isneginf(got[2])
     np.testing.assert_allclose(got[[0, 1, 3]], want[[0, 1, 3]], rtol=8 * np.finfo(float).eps)
+
+
+def test_cuda_module_kernels():
+    """Every kernel of the elementwise, channel and softmax/log_softmax ops exists (generated
+    or written); a registry kernel without a CUDA version raises a clear NotImplementedError
+    (never an AttributeError) when the API asks for it."""
+    covered = [k for op in _registry.OPS for k in op.kernel_names()
+               if op.kind in ("elementwise", "channel") or op.name in nc.ROW_OPS]
+    missing = [k for k in covered if not callable(getattr(nc, k, None))]
+    assert not missing, f"numba_cuda lacks {missing}"
+    for k in _registry.kernel_names():
+        if k not in covered:
+            with pytest.raises(NotImplementedError, match="no kernel"):
+                getattr(nc, k)
+    with pytest.raises(AttributeError):
+        getattr(nc, "no_such_kernel_forward")

@@ -143,18 +143,31 @@ class _Stream:
         self.module.STREAM.reset(self.token)
 
 
+#: Numba wrappers of external (CuPy / PyTorch) streams, by handle: one object per stream, so
+#: the launch-configuration cache (keyed by stream) stays small
+_EXTERNAL_STREAMS: dict[int, object] = {}
+
+
+def _external(ptr: int):
+    if not ptr:
+        return None  # the legacy default stream
+    stream = _EXTERNAL_STREAMS.get(ptr)
+    if stream is None:
+        if len(_EXTERNAL_STREAMS) > 256:
+            _EXTERNAL_STREAMS.clear()
+        stream = _EXTERNAL_STREAMS[ptr] = _cuda().external_stream(ptr)
+    return stream
+
+
 def _stream_of(ref: _Dev):
-    cuda = _cuda()
     if ref.kind == "cupy":
         import cupy
 
-        ptr = cupy.cuda.get_current_stream().ptr
-        return cuda.external_stream(ptr) if ptr else None
+        return _external(cupy.cuda.get_current_stream().ptr)
     if ref.kind == "torch":
         import torch
 
-        ptr = torch.cuda.current_stream(ref.obj.device).cuda_stream
-        return cuda.external_stream(ptr) if ptr else None
+        return _external(torch.cuda.current_stream(ref.obj.device).cuda_stream)
     stream = getattr(ref.arr, "stream", 0)
     return stream if stream and not isinstance(stream, int) else None
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextvars
 import linecache
 import math
+import re
 import types
 
 import numpy as np
@@ -82,14 +83,21 @@ def _bind_formulas(module, decorate, primitives=None) -> dict:
     return ns
 
 
-def _libdevice_primitives() -> dict:
-    """``<f>_poly`` -> ``math.<f>`` (libdevice), ``pow2(k)`` -> ``ldexp(1, k)``."""
+#: ``<f>_poly`` and ``<f>_poly_<variant>`` (e.g. ``exp_poly_single``): the CPU backends'
+#: polynomial versions of the libm function ``<f>``
+_POLY_NAME = re.compile(r"^([a-z][a-z0-9]*)_poly(_[a-z0-9_]+)?$")
+
+
+def _libdevice_primitives(names=None) -> dict:
+    """``<f>_poly[_variant]`` -> ``math.<f>`` (libdevice), ``pow2(k)`` -> ``ldexp(1, k)``, for
+    the function names of ``_math`` (or ``names``)."""
     device = cuda.jit(device=True, **JIT_OPTIONS)
     prims = {}
     source = []
-    for name in vars(_math):
-        if name.endswith("_poly") and hasattr(math, name[:-5]):
-            source.append(f"def {name}(x):\n    return math.{name[:-5]}(x)\n")
+    for name in (vars(_math) if names is None else names):
+        match = _POLY_NAME.match(name)
+        if match and hasattr(math, match.group(1)):
+            source.append(f"def {name}(x):\n    return math.{match.group(1)}(x)\n")
     source.append("def pow2(k):\n    return math.ldexp(1.0, int(k))\n")
     ns = {"math": math}
     exec(compile("".join(source), "<fastact_numba_cuda_primitives>", "exec"), ns)

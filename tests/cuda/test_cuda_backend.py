@@ -754,3 +754,30 @@ def test_cuda_module_kernels():
                 getattr(nc, k)
     with pytest.raises(AttributeError):
         getattr(nc, "no_such_kernel_forward")
+
+
+def test_polynomial_helpers_bound_to_libdevice():
+    """The CPU backends' polynomial helpers are replaced by ``math.*`` on CUDA, by name, so new
+    formulas written with them need no CUDA edit."""
+    prims = nc._libdevice_primitives(["exp_poly", "exp_poly_single", "log1p_poly", "erfc_poly",
+                                      "nosuch_poly", "sigmoid"])
+    assert set(prims) == {"exp_poly", "exp_poly_single", "log1p_poly", "erfc_poly", "pow2"}
+    assert nc.FORMULAS["exp_poly"] is not None and "exp_poly" in nc._libdevice_primitives()
+
+    exp_single, log1p, pow2 = prims["exp_poly_single"], prims["log1p_poly"], prims["pow2"]
+
+    @cuda.jit
+    def probe(x, out):
+        i = cuda.grid(1)
+        if i < x.size:
+            out[0, i] = exp_single(x[i])
+            out[1, i] = log1p(x[i])
+            out[2, i] = pow2(3.0)
+
+    x = np.array([-0.5, 0.0, 0.25, 2.0])
+    out = cuda.device_array((3, 4))
+    probe[1, 4](dev(x), out)
+    got = host(out)
+    np.testing.assert_allclose(got[0], np.exp(x), rtol=2e-16)
+    np.testing.assert_allclose(got[1], np.log1p(x), rtol=2e-16)
+    assert (got[2] == 8.0).all()

@@ -778,6 +778,6 @@ def test_polynomial_helpers_bound_to_libdevice():
     out = cuda.device_array((3, 4))
     probe[1, 4](dev(x), out)
     got = host(out)
-    np.testing.assert_allclose(got[0], np.exp(x), rtol=2e-16)
-    np.testing.assert_allclose(got[1], np.log1p(x), rtol=2e-16)
+    np.testing.assert_allclose(got[0], np.exp(x), rtol=5e-16)  # libm vs libm: ~1 ULP
+    np.testing.assert_allclose(got[1], np.log1p(x), rtol=5e-16)
     assert (got[2] == 8.0).all()

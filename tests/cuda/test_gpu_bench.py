@@ -31,7 +31,8 @@ def test_gpu_bench_arguments():
 def test_gpu_bench_smoke(tmp_path):
     mod = _bench_module()
     out = tmp_path / "bench.json"
-    argv = ["--smoke", "--ops", "relu,prelu,softmax", "--sizes", "64", "--json", str(out)]
+    argv = ["--smoke", "--ops", "relu,prelu,softmax", "--sizes", "64", "--widths", "8",
+            "--json", str(out)]
     if not numba_cuda.SIMULATED:
         argv += ["--sizes", "2**16", "--repeat", "2"]
     assert mod.main(argv) == 0

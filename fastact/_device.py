@@ -114,6 +114,8 @@ def as_device(fname: str, argname: str, obj) -> _Dev:
 
 
 def _mixed(fname: str, arrays: dict):
+    if len(arrays) == 1:
+        return
     first = next(k for k, v in arrays.items() if is_device_array(v))
     for k, v in arrays.items():
         if not is_device_array(v):
@@ -136,11 +138,14 @@ class _Stream:
         self.module, self.stream = module, _stream_of(ref)
 
     def __enter__(self):
-        self.token = self.module.STREAM.set(self.stream)
+        # None (the default stream) is the variable's default: nothing to set in the common case
+        self.token = None if self.stream is None and self.module.STREAM.get() is None \
+            else self.module.STREAM.set(self.stream)
         return self
 
     def __exit__(self, *exc):
-        self.module.STREAM.reset(self.token)
+        if self.token is not None:
+            self.module.STREAM.reset(self.token)
 
 
 #: Numba wrappers of external (CuPy / PyTorch) streams, by handle: one object per stream, so
@@ -233,6 +238,8 @@ def _contiguous(module, arr, dtype):
 
 
 def _flat(arr):
+    if len(arr.shape) == 1:
+        return arr
     return arr.reshape(max(arr.size, 1) if len(arr.shape) == 0 else arr.size)
 
 

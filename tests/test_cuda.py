@@ -25,7 +25,7 @@ import fastact as fa
 
 from _subprocess import PACKAGE_ROOT, run_python, subprocess_environment
 
-SUITE_TIMEOUT = 900
+SUITE_TIMEOUT = 540  # below pytest-timeout's 600 s, so a hang reports the suite's output
 
 
 @pytest.fixture(scope="module")

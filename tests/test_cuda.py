@@ -39,10 +39,15 @@ def test_cuda_simulator_suite(subprocess_env):
     pytest.importorskip("numba_cuda")  # the test extra installs it; CI=true fails a skip here
     env = dict(subprocess_env, NUMBA_ENABLE_CUDASIM="1")
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
-         "--strict-markers", os.path.join("tests", "cuda")],
-        env=env, cwd=str(PACKAGE_ROOT), capture_output=True, text=True, timeout=SUITE_TIMEOUT)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
+             "addopts=-ra", "--strict-markers", os.path.join("tests", "cuda")],
+            env=env, cwd=str(PACKAGE_ROOT), capture_output=True, text=True,
+            timeout=SUITE_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"CUDA simulator suite did not finish in {SUITE_TIMEOUT} s:\n"
+                    f"{(exc.stdout or b'')[-4000:]!r}")
     elapsed = time.perf_counter() - start
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
     assert proc.returncode == 0, f"CUDA simulator suite failed (rc {proc.returncode}):\n{tail}"

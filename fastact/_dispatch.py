@@ -28,6 +28,7 @@ _MODULES = {
     "numba": "fastact.kernels.numba_cpu",
     "cython": "fastact.kernels._cython_kernels",
     "numpy": "fastact.kernels.numpy_ref",
+    "cuda": "fastact.kernels.numba_cuda",
 }
 
 
@@ -46,7 +47,7 @@ def _load(name: str):
         return _loaded[name]
     module = None
     if name == "cuda":
-        _reasons[name] = "the CUDA backend is not implemented in this version (issue 6)"
+        module = _load_cuda()
     else:
         try:
             module = importlib.import_module(_MODULES[name])
@@ -70,6 +71,45 @@ def _load(name: str):
         log.debug("fastact: backend %s unavailable: %s", name, _reasons[name])
     _loaded[name] = module
     return module
+
+
+def _load_cuda():
+    """The CUDA kernel module if numba-cuda imports and a device (or the simulator) is usable;
+    else None with the reason (package missing / no driver / no device) in ``_reasons``."""
+    try:
+        from numba import cuda
+    except ImportError as exc:
+        _reasons["cuda"] = (f"numba-cuda is not installed (pip install 'fastact[cuda]'): {exc}")
+        return None
+    except Exception as exc:  # a broken install must not break fastact
+        _reasons["cuda"] = f"numba.cuda failed to import: {type(exc).__name__}: {exc}"
+        return None
+    simulated = bool(getattr(getattr(cuda, "config", None), "ENABLE_CUDASIM", False))
+    if not simulated:
+        try:
+            usable = cuda.is_available()
+        except Exception as exc:
+            usable, why = False, f"{type(exc).__name__}: {exc}"
+        else:
+            why = ""
+        if not usable:
+            try:
+                from numba.cuda.cudadrv import driver as _drv
+
+                init_error = getattr(_drv.driver, "initialization_error", None)
+            except Exception as exc:
+                init_error = f"{type(exc).__name__}: {exc}"
+            if init_error:
+                _reasons["cuda"] = "no usable CUDA driver: " + " ".join(str(init_error).split())
+            else:
+                _reasons["cuda"] = ("no CUDA device found (the driver loaded but reports no "
+                                    f"usable GPU){': ' + why if why else ''}")
+            return None
+    try:
+        return importlib.import_module(_MODULES["cuda"])
+    except Exception as exc:
+        _reasons["cuda"] = f"failed to initialise: {type(exc).__name__}: {exc}"
+        return None
 
 
 def check_name(name) -> str:
@@ -115,8 +155,13 @@ def use_backend(name: str | None):
         _context.reset(token)
 
 
-def resolve(backend: str | None) -> tuple[str, object]:
-    """(name, kernel module) for a call, applying the precedence rules."""
+def resolve(backend: str | None, device: bool = False) -> tuple[str, object]:
+    """(name, kernel module) for a call, applying the precedence rules.
+
+    ``device=True`` (the inputs are CUDA device arrays): automatic dispatch picks ``cuda``,
+    the only backend that computes on device arrays; a host backend requested explicitly (or by
+    the context / environment) is refused by the caller (``fastact._device``).
+    """
     requested = backend if backend is not None else (_context.get() or _config.BACKEND)
     if requested is not None:
         name = check_name(requested)
@@ -124,6 +169,11 @@ def resolve(backend: str | None) -> tuple[str, object]:
         if module is None:
             raise _unavailable(name)
         return name, module
+    if device:
+        module = _load("cuda")
+        if module is None:
+            raise _unavailable("cuda")
+        return "cuda", module
     for name in HOST_PRIORITY:
         module = _load(name)
         if module is not None:
@@ -136,7 +186,9 @@ def select_backend(op_name: str, *arrays, backend: str | None = None) -> str:
     from . import _registry
 
     _registry.get(op_name)
-    return resolve(backend)[0]
+    from . import _device
+
+    return resolve(backend, device=any(_device.is_device_array(a) for a in arrays))[0]
 
 
 def _default_threads() -> int:

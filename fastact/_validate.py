@@ -58,6 +58,11 @@ def as_array(fname: str, argname: str, obj) -> np.ndarray:
         if a.dtype.kind not in "iuf":
             raise _hint(fname, argname, f"a list of {a.dtype} values")
         return a.astype(F64)
+    from ._device import is_device_array  # only on this error path
+
+    if is_device_array(obj):
+        raise TypeError(f"{fname}: {argname} is a CUDA device array, but this function has no "
+                        "CUDA path yet; pass a NumPy array")
     raise _hint(fname, argname, f"{type(obj).__module__}.{type(obj).__name__}")
 
 

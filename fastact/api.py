@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import _dask, _dispatch, _registry, _validate
+from . import _dask, _device, _dispatch, _registry, _validate
 from ._registry import OPS_BY_NAME
 
 _PREFIX = "fastact."
@@ -29,6 +29,10 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
     if _dask.any_dask(*arrays.values()):
         return _dask.elementwise(_public(name, form), (),
                                  {**arrays, **param_values, "out": out, "backend": backend})
+    for v in arrays.values():
+        if type(v) is not np.ndarray and _device.is_device_array(v):
+            return _device.elementwise(OPS_BY_NAME[name], form, _FNAMES[name, form],
+                                       _KERNELS[name, form], arrays, param_values, out, backend)
     spec = OPS_BY_NAME[name]
     fname = _FNAMES[name, form]
     named = [_validate.as_array(fname, k, v) for k, v in arrays.items()]
@@ -103,6 +107,8 @@ def _prelu(form: str, arrays: dict, weight, out, backend):
         return _dask.elementwise(fn, (), {**arrays, "weight": weight, **kw},
                                  channel_weight="weight")
     fname = _PREFIX + OPS_BY_NAME["prelu"].public_name(form)
+    if _device.any_device(arrays.values()):
+        return _device.prelu(form, fname, arrays, weight, out, backend)
     named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
     shape = _validate.same_shape(fname, named)
     x = named["x"]
@@ -150,6 +156,9 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
             row_axis=axis if isinstance(axis, int) else None, broadcast=("where",))
     spec = OPS_BY_NAME[name]
     fname = _PREFIX + spec.public_name(form)
+    if _device.any_device(arrays.values()):
+        return _device.rowwise(name, form, fname, arrays, axis, where, temperature, out,
+                               backend)
     named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
     shape = _validate.same_shape(fname, named)
     ndim = len(shape)

@@ -58,6 +58,12 @@ def calls(monkeypatch):
                 return _original(*args)
 
             monkeypatch.setattr(module, kname, wrapper)
+    # the small-array fast path caches the serial Numba kernels it found; start it afresh so
+    # that calls go through the wrappers (which it will not cache: they have no .serial)
+    from fastact import api
+
+    for key in api._FAST:
+        monkeypatch.setitem(api._FAST, key, {})
     return log
 
 

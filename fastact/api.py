@@ -126,10 +126,10 @@ def _prelu(form: str, arrays: dict, weight, out, backend):
 
 
 def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, backend,
-             keepdims=None):
-    """Row-wise ops along ``axis``.  ``keepdims`` is None for ops whose result has the input's
-    shape (softmax family) and a bool for reductions (logsumexp), whose kernels write one value
-    per row into a 1-D ``(rows,)`` buffer."""
+             keepdims=False):
+    """Row-wise ops along ``axis``.  Ops that reduce the axis (``_registry.reduces``: logsumexp)
+    take ``keepdims`` and their kernels write one value per row into a 1-D ``(rows,)`` buffer;
+    the others (softmax family) give the input's shape."""
     spec = OPS_BY_NAME[name]
     fname = _PREFIX + spec.public_name(form)
     named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
@@ -139,7 +139,7 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
     cdtype = _validate.compute_dtype(rdtype)
     ax = _validate.normalize_axis(fname, axis, ndim)
     temperature = _validate.real_param(fname, "temperature", temperature, "positive")
-    reduce = keepdims is not None
+    reduce = _registry.reduces(spec)
     if reduce and not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"{fname}: keepdims must be True or False, got "
                         f"{type(keepdims).__name__}")

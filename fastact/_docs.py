@@ -336,7 +336,13 @@ are 0 and a fully masked row is all 0.  The derivative is ``softmin_backward``.
 Examples
 --------
 >>> import numpy as np, fastact as fa
-{{softmin_examples}}
+>>> fa.softmin(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, np.inf]]))
+array([[0.66524096, 0.24472847, 0.09003057],
+       [0.5       , 0.5       , 0.        ]])
+>>> fa.softmin(np.array([1.0, 2.0, 3.0]), where=np.array([False, True, True]))
+array([0.        , 0.73105858, 0.26894142])
+>>> fa.softmin(np.array([1.0, 2.0, 3.0]), temperature=10.0)
+array([0.3671654 , 0.33222499, 0.30060961])
 """,
     "softmin_backward": f"""Backward pass of softmin: the gradient with respect to x.
 
@@ -364,7 +370,9 @@ The softmax backward with the sign of T flipped (softmin(x) = softmax(-x)); the 
 Examples
 --------
 >>> import numpy as np, fastact as fa
-{{softmin_backward_examples}}
+>>> y = fa.softmin(np.array([1.0, 2.0, 3.0]))
+>>> fa.softmin_backward(np.array([1.0, 0.0, 0.0]), y=y)
+array([-0.22269543,  0.1628034 ,  0.05989202])
 """,
     "logsumexp": f"""Log of the sum of exponentials along an axis, computed stably; the axis is reduced.
 
@@ -393,8 +401,8 @@ backend : str, optional
 Returns
 -------
 lse : ndarray
-    x's shape without ``axis`` (size 1 there with ``keepdims``), x's dtype.  A 0-d input
-    gives x itself.
+    x's shape without ``axis`` (size 1 there with ``keepdims``), x's dtype; a 0-d array for
+    1-D (and 0-d) input.  A 0-d input gives x itself.
 
 Notes
 -----
@@ -414,6 +422,16 @@ There is no ``logsumexp_backward``: the gradient of logsumexp is the softmax,
 Examples
 --------
 >>> import numpy as np, fastact as fa
-{{logsumexp_examples}}
+>>> x = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf]])
+>>> fa.logsumexp(x)
+array([3.40760596,       -inf])
+>>> fa.logsumexp(x, keepdims=True).shape
+(2, 1)
+>>> fa.logsumexp(np.array([1.0, 2.0, 3.0]), where=np.array([True, True, False]))
+array(2.31326169)
+>>> fa.logsumexp(np.array([1.0, 2.0, 3.0]), temperature=0.1)
+array(3.00000454)
+>>> fa.logsumexp(np.array([1000.0, 1000.0], dtype=np.float32))
+array(1000.6932, dtype=float32)
 """,
 }

@@ -226,8 +226,10 @@ def test_rowwise_matches_oracle(spec, backend, data):
         g = got.astype(np.float64).reshape(-1)
         slack = allowed.astype(np.float64).reshape(-1) + oracle.tiny(dtype)
         fin = np.isfinite(lo) & np.isfinite(g)
-        assert np.all(g[fin] >= lo[fin] - slack[fin]) and \
-            np.all(g[fin] <= hi[fin] + slack[fin]), f"{what}: outside [max, max + T log C]"
+        with oracle.quiet():  # near the largest float, hi + slack may round to inf: fine
+            inside = np.all(g[fin] >= lo[fin] - slack[fin]) and \
+                np.all(g[fin] <= hi[fin] + slack[fin])
+        assert inside, f"{what}: outside [max, max + T log C]"
         return
     if not log and x.size:
         # rows with a finite result and something kept sum to 1 within the summed bound

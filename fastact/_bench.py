@@ -257,6 +257,40 @@ def _log_softmax_backward(grad, *, y):
     return grad - np.exp(y) * grad.sum(axis=-1, keepdims=True)
 
 
+@_baseline("softmin", "forward",
+           "e = np.exp(x.min(-1, keepdims=True) - x); e /= e.sum(-1, keepdims=True)")
+def _softmin(x):
+    e = np.exp(x.min(axis=-1, keepdims=True) - x)  # softmax(-x), shifted by max(-x) = -min(x)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+@_baseline("softmin", "backward", "-y * (grad - (grad * y).sum(-1, keepdims=True))")
+def _softmin_backward(grad, *, y):
+    return -y * (grad - (grad * y).sum(axis=-1, keepdims=True))
+
+
+def _have_scipy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("scipy") is not None
+
+
+if _have_scipy():  # what a NumPy user reaches for; scipy is optional (a test extra)
+    @_baseline("logsumexp", "forward", "scipy.special.logsumexp(x, axis=-1)")
+    def _logsumexp(x):
+        import scipy.special  # lazily: importing fastact._bench stays cheap
+
+        return scipy.special.logsumexp(x, axis=-1)
+else:  # pragma: no cover - scipy missing
+    @_baseline("logsumexp", "forward",
+               "m = x.max(-1, keepdims=True); (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))"
+               "[..., 0]")
+    def _logsumexp(x):
+        m = x.max(axis=-1, keepdims=True)
+        return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
 # ------------------------------------------------------------------------------------------------
 # inputs
 # ------------------------------------------------------------------------------------------------

@@ -168,20 +168,23 @@ def elementwise(fn, args: tuple, kwargs: dict, *, row_axis=None, channel_weight=
                          meta=np.empty((0,) * len(shape), meta.dtype))
 
 
-def reduce_rows(fn, args: tuple, kwargs: dict, *, axis: int, keepdims: bool):
+def reduce_rows(fn, args: tuple, kwargs: dict, *, axis: int, keepdims: bool, broadcast=()):
     """A row reduction (``logsumexp``): the axis in one chunk, then dropped (or kept as 1)."""
     _check_out(fn, kwargs)
+    if broadcast:
+        kwargs = _broadcast_masks(fn, args, kwargs, broadcast)
     found, shape, da = _split(fn, args, kwargs)
     meta = _eager_meta(fn, args, kwargs, found, shape)
     arrays = [a for _, _, a in found]
-    if not len(shape):
-        return da.map_blocks(lambda b: fn(b, **kwargs), arrays[0], dtype=meta.dtype)
-    ax = axis % len(shape)
-    arrays = [a.rechunk({ax: -1}) for a in arrays]
 
     def block(*blocks):
         bargs, bkw = _substitute(args, kwargs, found, blocks)
         return fn(*bargs, **bkw)
+
+    if not len(shape):
+        return da.map_blocks(block, *arrays, dtype=meta.dtype)
+    ax = axis % len(shape)
+    arrays = [a.rechunk({ax: -1}) for a in arrays]
 
     if keepdims:
         chunks = arrays[0].chunks[:ax] + ((1,),) + arrays[0].chunks[ax + 1:]

@@ -309,4 +309,129 @@ Examples
 >>> fa.log_softmax_backward(np.array([1.0, 0.0, 0.0]), y=y)
 array([ 0.90996943, -0.24472847, -0.66524096])
 """,
+    "softmin": f"""Softmin along an axis: the softmax of ``-x / T`` (PyTorch's ``softmin``).
+
+.. math:: \\operatorname{{softmin}}(x)_i = \\frac{{e^{{-(x_i - m)/T}}}}{{\\sum_j e^{{-(x_j - m)/T}}}},
+   \\quad m = \\min_j x_j
+
+Parameters
+----------
+x : array_like
+    Input, float16/32/64 (float16 computed in float32), any shape and layout.
+{_ROW_PARAMS.format(masked="0")}
+
+Returns
+-------
+y : ndarray
+    Same shape and dtype as x; each row sums to 1, the smallest entry gets the largest weight.
+
+Notes
+-----
+Computed by the softmax kernel on negated inputs (negation is exact), so it has softmax's
+stable form (the exponents ``-(x - min)/T`` are <= 0), its float64 compensated sum and its
+accuracy: relative error per element <= 4 eps (2 + log2 C) + 2 eps (|x| + |min|)/T.  As in
+PyTorch, a row holding -inf or NaN, or a row of all +inf without a mask, is NaN; masked entries
+are 0 and a fully masked row is all 0.  The derivative is ``softmin_backward``.
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.softmin(np.array([[1.0, 2.0, 3.0], [0.0, 0.0, np.inf]]))
+array([[0.66524096, 0.24472847, 0.09003057],
+       [0.5       , 0.5       , 0.        ]])
+>>> fa.softmin(np.array([1.0, 2.0, 3.0]), where=np.array([False, True, True]))
+array([0.        , 0.73105858, 0.26894142])
+>>> fa.softmin(np.array([1.0, 2.0, 3.0]), temperature=10.0)
+array([0.3671654 , 0.33222499, 0.30060961])
+""",
+    "softmin_backward": f"""Backward pass of softmin: the gradient with respect to x.
+
+.. math:: \\frac{{\\partial L}}{{\\partial x_i}} = -\\frac{{y_i}}{{T}}
+   \\Big(g_i - \\sum_j g_j y_j\\Big), \\qquad y = \\operatorname{{softmin}}(x / T)
+
+Parameters
+----------
+grad : array_like
+    Upstream gradient dL/dy, same shape as y.
+y : array_like
+    The softmin output (keyword-only).
+{_ROW_PARAMS.format(masked="0")}
+
+Returns
+-------
+grad_x : ndarray
+    Same shape as y; masked entries are 0.
+
+Notes
+-----
+The softmax backward with the sign of T flipped (softmin(x) = softmax(-x)); the dot product
+``sum(g * y)`` is accumulated in float64.  Same accuracy bound as ``softmax_backward``.
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> y = fa.softmin(np.array([1.0, 2.0, 3.0]))
+>>> fa.softmin_backward(np.array([1.0, 0.0, 0.0]), y=y)
+array([-0.22269543,  0.1628034 ,  0.05989202])
+""",
+    "logsumexp": f"""Log of the sum of exponentials along an axis, computed stably; the axis is reduced.
+
+.. math:: \\operatorname{{logsumexp}}(x) = T \\log \\sum_j e^{{x_j/T}}
+   = m + T \\log \\sum_j e^{{(x_j - m)/T}}, \\quad m = \\max_j x_j
+
+Parameters
+----------
+x : array_like
+    Input, float16/32/64 (float16 computed in float32), any shape and layout.
+axis : int, default -1
+    The axis that is summed over (and removed); a 0-d input is one row of one element.
+where : array_like of bool, optional
+    Mask broadcastable to x: False entries are left out of the sum.  A fully masked row
+    gives -inf (the log of an empty sum), never NaN.
+temperature : float, default 1.0
+    T > 0.  ``T * log(sum(exp(x / T)))`` tends to the row max as T -> 0.
+keepdims : bool, default False
+    Keep the reduced axis with size 1 (the result then broadcasts against x).
+out : ndarray, optional
+    Where to write the result: the reduced shape (``keepdims`` included) and x's dtype; may
+    be any view, including one into x.
+backend : str, optional
+    Force a backend ('numba', 'cython', 'numpy').
+
+Returns
+-------
+lse : ndarray
+    x's shape without ``axis`` (size 1 there with ``keepdims``), x's dtype; a 0-d array for
+    1-D (and 0-d) input.  A 0-d input gives x itself.
+
+Notes
+-----
+Computed as ``max + T * log(sum(exp((x - max) / T)))``: every exponent is <= 0, so nothing
+overflows, and the sum (between 1 and C) is accumulated in float64 with compensated
+(Neumaier) summation.  Absolute error <= 8 eps (T + |r|)(1 + log2 C) + 2 eps (|x| + |max|)
+(max over the row's kept entries), the bound of ``log_softmax`` scaled by T.
+
+Special values follow ``torch.logsumexp`` and ``scipy.special.logsumexp``: a row of only -inf
+gives -inf (not NaN, unlike softmax), a +inf entry gives +inf, NaN propagates; an empty axis
+(C == 0) gives -inf; ``where`` leaves entries out of the sum (a fully masked row is -inf).
+
+There is no ``logsumexp_backward``: the gradient of logsumexp is the softmax,
+``d logsumexp(x) / dx = softmax(x)`` (same ``axis``, ``where`` and ``temperature``), so
+``grad_x = grad[..., None] * fa.softmax(x)`` for ``axis=-1``.
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> x = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf]])
+>>> fa.logsumexp(x)
+array([3.40760596,       -inf])
+>>> fa.logsumexp(x, keepdims=True).shape
+(2, 1)
+>>> fa.logsumexp(np.array([1.0, 2.0, 3.0]), where=np.array([True, True, False]))
+array(2.31326169)
+>>> fa.logsumexp(np.array([1.0, 2.0, 3.0]), temperature=0.1)
+array(3.00000454)
+>>> fa.logsumexp(np.array([1000.0, 1000.0], dtype=np.float32))
+array(1000.6932, dtype=float32)
+""",
 }

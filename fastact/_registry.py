@@ -88,6 +88,8 @@ class OpSpec:
     domain : ``(lo, hi)`` of the interesting input range, for tests and plots.
     bench_sizes : element counts used by the benchmark suite.
     numpy_expr : the NumPy expression a user would write instead (benchmark baseline).
+    extra : free-form facts; ``{"reduces": True}`` marks a row-wise op whose output drops the
+        axis (logsumexp: kernel output ``(rows,)``, public ``keepdims=``), see :func:`reduces`.
     """
 
     name: str
@@ -190,6 +192,19 @@ OPS: tuple[OpSpec, ...] = (
         numpy_expr="z = x - x.max(-1, keepdims=True); z - np.log(np.exp(z).sum(-1, keepdims=True))",
         summary="log of softmax, computed as x/T - max - log(sum)",
     ),
+    OpSpec(
+        "softmin", "rowwise", forms=ROWWISE_FORMS,
+        domain=(-30.0, 30.0),
+        numpy_expr="e = np.exp(x.min(-1, keepdims=True) - x); e / e.sum(-1, keepdims=True)",
+        summary="softmax of -x / T (PyTorch's softmin)",
+    ),
+    OpSpec(
+        "logsumexp", "rowwise", forms=("forward",),
+        domain=(-30.0, 30.0),
+        numpy_expr="scipy.special.logsumexp(x, axis=-1)",
+        summary="T * log(sum(exp(x / T))) along an axis (the axis is reduced)",
+        extra={"reduces": True},
+    ),
 )
 
 OPS_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
@@ -202,6 +217,11 @@ def get(name: str) -> OpSpec:
         raise ValueError(
             f"fastact: unknown op {name!r}; known ops: {', '.join(OPS_BY_NAME)}"
         ) from None
+
+
+def reduces(spec: OpSpec) -> bool:
+    """Whether a row-wise op reduces its axis (logsumexp: one value per row, ``keepdims``)."""
+    return bool(spec.extra.get("reduces", False))
 
 
 def elementwise_ops() -> tuple[OpSpec, ...]:

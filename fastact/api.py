@@ -147,13 +147,20 @@ def _prelu(form: str, arrays: dict, weight, out, backend):
     return results if form == "and_derivative" else results[0]
 
 
-def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, backend):
+def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, backend,
+             keepdims=False):
+    """Row-wise ops along ``axis``.  Ops that reduce the axis (``_registry.reduces``: logsumexp)
+    take ``keepdims`` and their kernels write one value per row into a 1-D ``(rows,)`` buffer;
+    the others (softmax family) give the input's shape."""
     if _dask.any_dask(*arrays.values()):
-        return _dask.elementwise(
-            _public(name, form), (), {**arrays, "axis": axis, "where": where,
-                                      "temperature": temperature, "out": out,
-                                      "backend": backend},
-            row_axis=axis if isinstance(axis, int) else None, broadcast=("where",))
+        kwargs = {**arrays, "axis": axis, "where": where, "temperature": temperature,
+                  "out": out, "backend": backend}
+        if _registry.reduces(OPS_BY_NAME[name]):
+            return _dask.reduce_rows(_public(name, form), (), {**kwargs, "keepdims": keepdims},
+                                     axis=axis, keepdims=keepdims, broadcast=("where",))
+        return _dask.elementwise(_public(name, form), (), kwargs,
+                                 row_axis=axis if isinstance(axis, int) else None,
+                                 broadcast=("where",))
     spec = OPS_BY_NAME[name]
     fname = _PREFIX + spec.public_name(form)
     if _device.any_device(arrays.values()):
@@ -166,7 +173,17 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
     cdtype = _validate.compute_dtype(rdtype)
     ax = _validate.normalize_axis(fname, axis, ndim)
     temperature = _validate.real_param(fname, "temperature", temperature, "positive")
-    out = _validate.check_out(fname, "out", out, shape, rdtype)
+    reduce = _registry.reduces(spec)
+    if reduce and not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{fname}: keepdims must be True or False, got "
+                        f"{type(keepdims).__name__}")
+    if not reduce:
+        out_shape = shape
+    elif ndim == 0:
+        out_shape = ()
+    else:
+        out_shape = shape[:ax] + ((1,) if keepdims else ()) + shape[ax + 1:]
+    out = _validate.check_out(fname, "out", out, out_shape, rdtype)
     width = shape[ax] if ndim else 1
     rows = math.prod(shape) // width if width else math.prod(s for i, s in enumerate(shape)
                                                            if i != ax)
@@ -178,6 +195,15 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
         return np.ascontiguousarray(moved, dtype=dtype).reshape(rows, width)
 
     ins = [to_rows(a, cdtype) for a in named.values()]
+    if reduce:
+        # one value per row, rows in the order of the input's other axes: out's own layout
+        buffer = _validate.kernel_buffer(out, out_shape, cdtype, ins)
+        if rows and not width:
+            buffer[...] = -np.inf  # the log of an empty sum (torch, scipy)
+        elif rows:
+            _call_kernel(module, f"{name}_{form}", *ins, mask, temperature,
+                         buffer.reshape(rows))
+        return _validate.deliver(out, buffer, out_shape, rdtype)
     last_axis = ndim == 0 or ax == ndim - 1
     if last_axis:
         buffer = _validate.kernel_buffer(out, shape, cdtype, ins)
@@ -458,8 +484,24 @@ def log_softmax_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=N
                     temperature, out, backend)
 
 
+def softmin(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    return _rowwise("softmin", "forward", {"x": x}, axis, where, temperature, out, backend)
+
+
+def softmin_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    return _rowwise("softmin", "backward", {"grad": grad, "y": y}, axis, where, temperature,
+                    out, backend)
+
+
+def logsumexp(x, *, axis=-1, where=None, temperature=1.0, keepdims=False, out=None,
+              backend=None):
+    return _rowwise("logsumexp", "forward", {"x": x}, axis, where, temperature, out, backend,
+                    keepdims=keepdims)
+
+
 from ._docs import ROW_DOCS as _ROW_DOCS  # noqa: E402
 
-for _fn in (softmax, log_softmax, softmax_backward, log_softmax_backward):
+for _fn in (softmax, log_softmax, softmax_backward, log_softmax_backward, softmin,
+            softmin_backward, logsumexp):
     _fn.__doc__ = _ROW_DOCS[_fn.__name__]
 del _fn

@@ -413,7 +413,7 @@ def to_rows(a: np.ndarray, axis: int) -> np.ndarray:
         return np.ascontiguousarray(a.reshape(1, 1))
     moved = np.moveaxis(a, norm_axis(axis, a.ndim), -1)
     width = moved.shape[-1]
-    rows = moved.size // width if width else 0
+    rows = moved.size // width if width else math.prod(moved.shape[:-1])
     return np.ascontiguousarray(moved).reshape(rows, width)
 
 
@@ -469,22 +469,62 @@ def softmax_backward_rows(g, y, keep, temperature, log) -> np.ndarray:
         return np.where(keep, r, 0).astype(wide)
 
 
+def reduced_shape(shape: tuple, axis: int, keepdims: bool = False) -> tuple:
+    """Shape of a row reduction (logsumexp) of an array of ``shape`` along ``axis``."""
+    if len(shape) == 0:
+        return ()
+    ax = norm_axis(axis, len(shape))
+    return shape[:ax] + ((1,) if keepdims else ()) + shape[ax + 1:]
+
+
+def logsumexp_rows(x: np.ndarray, keep: np.ndarray, temperature: float) -> np.ndarray:
+    """T log sum exp(x / T) of the kept entries of each row of the wide (rows, C) array ``x``,
+    as m + T log(sum exp((x - m) / T)) with m the max of the kept non-NaN entries.  Nothing
+    kept (or C == 0): -inf.  torch.logsumexp / scipy.special.logsumexp semantics: NaN kept ->
+    NaN; otherwise a non-finite max (+inf entry, or only -inf) is the result."""
+    wide = x.dtype
+    T = wide.type(temperature)
+    with quiet():
+        xm = np.where(keep, x, -np.inf)
+        nan = np.isnan(xm).any(axis=1)
+        m = np.where(np.isnan(xm), -np.inf, xm).max(axis=1, initial=-np.inf)
+        fin = np.isfinite(m)
+        shift = np.where(fin, m, 0)[:, None]
+        s = np.where(keep, np.exp((x - shift) / T), 0).sum(axis=1, dtype=wide)
+        r = np.where(fin, m + T * np.log(s), m)
+        r = np.where(nan, np.nan, r)
+    return r.astype(wide)
+
+
 def rowwise(name: str, form: str, dtype, *, x=None, grad=None, y=None, axis=-1, where=None,
-            temperature=1.0) -> np.ndarray:
-    """Exact value (wide dtype, input shape) of softmax / log_softmax (``form`` forward) or of
-    their backward (``grad``, ``y``) for ``dtype`` results."""
-    assert name in ("softmax", "log_softmax"), f"no oracle for row op {name!r}"
+            temperature=1.0, keepdims=False) -> np.ndarray:
+    """Exact value (wide dtype) of a row-wise op for ``dtype`` results: softmax / log_softmax /
+    softmin (``form`` forward, input shape) or their backward (``grad``, ``y``); logsumexp
+    (forward only, the reduced shape, ``keepdims``)."""
+    assert name in ("softmax", "log_softmax", "softmin", "logsumexp"), \
+        f"no oracle for row op {name!r}"
     log = name == "log_softmax"
     wide = wide_dtype(dtype)
     shape = np.shape(x if form == "forward" else y)
+    if name == "logsumexp":
+        out_shape = reduced_shape(shape, axis, keepdims)
+        if math.prod(out_shape) == 0:
+            return np.empty(out_shape, wide)
+        keep = to_rows(keep_mask(where, shape), axis)
+        return logsumexp_rows(to_rows(upcast(x, wide), axis), keep,
+                              temperature).reshape(out_shape)
     if math.prod(shape) == 0:
         return np.empty(shape, wide)
     keep = to_rows(keep_mask(where, shape), axis)
     if form == "forward":
-        rows = softmax_rows(to_rows(upcast(x, wide), axis), keep, temperature, log)
+        xr = to_rows(upcast(x, wide), axis)
+        # softmin(x) = softmax(-x): negation is exact
+        rows = softmax_rows(-xr if name == "softmin" else xr, keep, temperature, log)
     else:
+        # d softmin / dx = -(d softmax / dx) at the same y: the softmax formula with -T
+        t = -temperature if name == "softmin" else temperature
         rows = softmax_backward_rows(to_rows(upcast(grad, wide), axis),
-                                     to_rows(upcast(y, wide), axis), keep, temperature, log)
+                                     to_rows(upcast(y, wide), axis), keep, t, log)
     return from_rows(rows, shape, axis)
 
 
@@ -529,6 +569,44 @@ def softmax_allowed(x, ref, dtype, *, axis, where, temperature, log):
             allowed = r * (4 * e * (2 + lg) + cond)
     exact = ~np.isfinite(xw) | ~np.isfinite(m) | ~keep
     return allowed.astype(ref.dtype), exact
+
+
+def logsumexp_allowed(x, ref, dtype, *, axis, where, temperature, keepdims=False):
+    """Bound of logsumexp per row (absolute; ``ref`` has the reduced shape), and the rows that
+    must match the rounded reference exactly (nothing kept, or a non-finite max or NaN: the
+    result is then -inf / +inf / NaN).
+
+    |err| <= 8 eps (T + |r|)(1 + log2 C) + 2 eps max(|x| + |max|) over the row's kept finite
+    entries: the log_softmax bound, scaled by T (lse = x_i - T log_softmax(x)_i), with the
+    conditioning term of the shifted exponents (x - max) / T multiplied back by T.
+    """
+    e = eps(dtype)
+    shape = np.shape(x)
+    lg = math.log2(max(row_width(shape, axis), 1))
+    xw = to_rows(upcast(x, LONG), axis)
+    keep = to_rows(keep_mask(where, shape), axis)
+    out_shape = np.shape(ref)
+    with quiet():
+        kept = np.where(keep & ~np.isnan(xw), xw, -np.inf)
+        m = kept.max(axis=1, initial=-np.inf)
+        fin = keep & np.isfinite(xw)
+        mag = np.where(fin, np.abs(xw), 0).max(axis=1, initial=0)
+        r = np.abs(ref.astype(LONG)).reshape(-1)
+        allowed = 8 * e * (temperature + r) * (1 + lg) + 2 * e * (mag + np.abs(m))
+    exact = ~np.isfinite(m) | (keep & np.isnan(xw)).any(axis=1)
+    return allowed.reshape(out_shape).astype(ref.dtype), exact.reshape(out_shape)
+
+
+def row_allowed(name, x, ref, dtype, *, axis, where, temperature, keepdims=False):
+    """The forward bound of any row-wise op: (allowed, exact mask)."""
+    if name == "logsumexp":
+        return logsumexp_allowed(x, ref, dtype, axis=axis, where=where,
+                                 temperature=temperature, keepdims=keepdims)
+    if name == "softmin":  # the softmax of -x: the bound of softmax at -x
+        with quiet():
+            x = -upcast(x, LONG)
+    return softmax_allowed(x, ref, dtype, axis=axis, where=where, temperature=temperature,
+                           log=name == "log_softmax")
 
 
 def softmax_backward_allowed(grad, y, ref, dtype, *, axis, where, temperature, log):
@@ -688,6 +766,21 @@ def mp_rows(x_rows, keep_rows, temperature, log: bool) -> list[list]:
                 else:
                     row.append(mpmath.exp(to_mpf(v) / T) / s)
             out.append(row)
+    return out
+
+
+def mp_logsumexp_rows(x_rows, keep_rows, temperature) -> list:
+    """T log sum exp(x / T) of the kept entries of small finite rows in mpmath (nothing kept:
+    -inf)."""
+    out = []
+    with mpmath.workdps(MP_DPS):
+        T = mpmath.mpf(temperature)
+        for xr, kr in zip(x_rows, keep_rows):
+            kept = [to_mpf(v) / T for v, k in zip(xr, kr) if k]
+            if not kept:
+                out.append(mpmath.mpf("-inf"))
+                continue
+            out.append(T * mpmath.log(mpmath.fsum(mpmath.exp(v) for v in kept)))
     return out
 
 

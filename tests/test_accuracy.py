@@ -8,8 +8,9 @@ The matrix is generated from the registry (``fastact._registry.OPS``):
   domain plus special values (NaN, +-inf, +-0, subnormals, overflow boundaries, huge values);
 * prelu: the weight as a Python float, 0-d array, 1-D of size 1 or C (x of ndim 2/3/4, channel
   axis 1), and grad_weight against a longdouble sum;
-* softmax / log_softmax and their backward: axes, masks (fully masked rows), temperatures,
-  special rows (+inf, all -inf, NaN, huge magnitudes), long rows, views.
+* softmax / log_softmax / softmin and their backward, logsumexp (reduced shape, keepdims):
+  axes, masks (fully masked rows), temperatures, special rows (+inf, all -inf, NaN, huge
+  magnitudes), long rows, views, out= (logsumexp: the reduced shape).
 
 Every element is checked against the exact value (``tests/oracle.py``), never a backend against
 itself; a failure names the worst element.  The ``test_oracle_*`` tests validate the oracle's
@@ -19,6 +20,7 @@ formulas independently (mpmath, scipy, finite differences, exact sums).
 from __future__ import annotations
 
 import math
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -369,6 +371,7 @@ class RowCase:
     values: str = "random"       # random | special_rows
     view: Callable = ident
     dtypes: tuple = ("float16", "float32", "float64")
+    keepdims: bool = False       # reductions (logsumexp) only
 
 
 ROW_CASES = [
@@ -405,6 +408,11 @@ ROW_CASES = [
     RowCase("fortran-3d-axis1", (3, 5, 7), axis=1, view=np.asfortranarray),
     RowCase("bigendian", (13, 17), view=big_endian),
     RowCase("readonly-mask", (13, 17), mask="random", view=readonly),
+    RowCase("keepdims-3d-axis1", (3, 5, 7), axis=1, keepdims=True),
+    RowCase("keepdims-mask-2d-axis0-T3", (13, 17), axis=0, mask="random", temperature=3.0,
+            keepdims=True),
+    RowCase("keepdims-0d", (), keepdims=True),
+    RowCase("keepdims-empty-width", (4, 0), keepdims=True),
 ]
 
 
@@ -492,6 +500,7 @@ ROW_PARAMS = [
 @pytest.mark.parametrize("spec, form, case, dtype", ROW_PARAMS)
 def test_rowwise(spec, form, case, dtype, backend):
     log = spec.name.startswith("log_")
+    reduces = _registry.reduces(spec)
     x_base, where_base = row_inputs(case, dtype)
     x = case.view(x_base)
     where = None if where_base is None else (
@@ -499,25 +508,42 @@ def test_rowwise(spec, form, case, dtype, backend):
     kw = dict(axis=case.axis, temperature=case.temperature)
     if where is not None:
         kw["where"] = where
+    if reduces:
+        kw["keepdims"] = case.keepdims
     what = (f"{spec.public_name(form)}(axis={case.axis}, T={case.temperature}, "
-            f"mask={case.mask}) backend={backend} dtype={dtype.name} case={case.name}")
+            f"mask={case.mask}{', keepdims' if reduces and case.keepdims else ''}) "
+            f"backend={backend} dtype={dtype.name} case={case.name}")
     fn = getattr(fa, spec.public_name(form))
     if form == "forward":
         before = snapshot(x)
         got = fn(x, backend=backend, **kw)
         assert_unchanged(before, (x,))
-        assert_result_array(got, x.shape, dtype, what)
+        shape = (oracle.reduced_shape(x.shape, case.axis, case.keepdims) if reduces
+                 else x.shape)
+        assert_result_array(got, shape, dtype, what)
         ref = oracle.rowwise(spec.name, "forward", dtype, x=x, where=where, axis=case.axis,
-                             temperature=case.temperature)
-        allowed, exact = oracle.softmax_allowed(x, ref, dtype, axis=case.axis, where=where,
-                                                temperature=case.temperature, log=log)
-        oracle.assert_close(what, got, ref, dtype, inputs={"x": x}, allowed=allowed,
-                            floor=oracle.tiny(dtype), exact_mask=exact,
-                            bound_text="(DESIGN.md softmax bound)")
+                             temperature=case.temperature, keepdims=case.keepdims)
+        allowed, exact = oracle.row_allowed(spec.name, x, ref, dtype, axis=case.axis,
+                                            where=where, temperature=case.temperature,
+                                            keepdims=case.keepdims)
+        bound = "logsumexp bound" if reduces else "softmax bound"
+        oracle.assert_close(what, got, ref, dtype, inputs={"x": x} if not reduces else None,
+                            allowed=allowed, floor=oracle.tiny(dtype), exact_mask=exact,
+                            bound_text=f"(DESIGN.md {bound}, oracle.row_allowed)")
+        # out= (a fresh non-contiguous view where possible) gets the same values
+        out_base = np.full(shape[:-1] + (2 * shape[-1],) if shape else (), 1234.0, dtype)
+        out = out_base[..., ::2] if shape else out_base
+        r = fn(x, backend=backend, out=out, **kw)
+        assert r is out
+        oracle.assert_close(what + " out=", out, ref, dtype, allowed=allowed,
+                            floor=oracle.tiny(dtype), exact_mask=exact)
+        if shape:
+            assert (out_base[..., 1::2] == 1234.0).all(), f"{what}: out= gaps written"
         return
     # backward: y is the correctly rounded forward result
     y_ref = oracle.rowwise(spec.name, "forward", dtype, x=x_base, where=where_base,
                            axis=case.axis, temperature=case.temperature)
+    assert not reduces
     y = case.view(oracle.round_to(y_ref, dtype))
     g = case.view(grad_values(x_base.shape, dtype, ("rows", case.name), specials=False))
     before = snapshot(g, y)
@@ -562,6 +588,66 @@ def test_rowwise_contract_values(dtype, backend):
         assert (gb(g, y=yb, where=keep, **f)[~keep] == 0).all()
     s = fa.softmax(np.array([1.0, 2.0, 3.0], dtype), **f)
     assert abs(float(s.astype(np.float64).sum()) - 1) <= 4 * oracle.eps(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_softmin_logsumexp_contract_values(dtype, backend):
+    """softmin and logsumexp semantics (DESIGN.md sections 1 and 8, torch), stated without the
+    oracle."""
+    f = dict(backend=backend)
+    inf, nan = np.inf, np.nan
+    for v in (0.7, -3.0, 0.0):
+        one = np.array(v, dtype)
+        assert fa.softmin(one, **f)[()] == 1.0 and fa.softmin(one, **f).shape == ()
+        lse = fa.logsumexp(one, **f)
+        assert lse.shape == () and lse.dtype == dtype and lse == one  # x itself
+        assert fa.logsumexp(one, keepdims=True, temperature=3.0, **f) == one
+        assert fa.logsumexp(one, where=np.array(False), **f) == -inf
+    for v in (inf, -inf):
+        assert fa.logsumexp(np.array(v, dtype), **f) == v
+    assert np.isnan(fa.logsumexp(np.array(nan, dtype), **f))
+    # softmin(x) == softmax(-x) exactly (the same kernel on negated loads)
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -0.5, 4.0]], dtype)
+    for T in (1.0, 0.5):
+        np.testing.assert_array_equal(fa.softmin(x, temperature=T, **f),
+                                      fa.softmax(-x, temperature=T, **f))
+    assert fa.softmin(x, **f)[0].argmax() == 0
+    rows = np.array([[-inf, -inf, -inf], [inf, 1.0, 2.0], [nan, 0.0, 1.0], [inf, -inf, 0.0],
+                     [-inf, 0.0, 0.0], [1.0, 2.0, 3.0]], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lse = fa.logsumexp(rows, **f)
+        assert lse.shape == (6,) and lse.dtype == dtype
+        assert lse[0] == -inf, "a row of all -inf gives -inf (torch.logsumexp), not NaN"
+        assert lse[1] == inf and lse[3] == inf
+        assert np.isnan(lse[2])
+        assert abs(float(lse[4]) - math.log(2)) <= 4 * oracle.eps(dtype)
+        assert abs(float(lse[5]) - (3 + math.log1p(math.exp(-1) + math.exp(-2)))) <= \
+            4 * 3.5 * oracle.eps(dtype)
+        keep = np.ones(rows.shape, bool)
+        keep[1, 0] = keep[2, 0] = False
+        keep[5] = False
+        m = fa.logsumexp(rows, where=keep, **f)
+        assert np.isfinite(m[1]) and np.isfinite(m[2]) and m[5] == -inf
+        assert fa.logsumexp(rows, keepdims=True, **f).shape == (6, 1)
+        assert fa.logsumexp(rows, axis=0, **f).shape == (3,)
+        # empty reduction axis: the log of an empty sum (torch, scipy)
+        e = fa.logsumexp(np.zeros((4, 0), dtype), **f)
+        assert e.shape == (4,) and (e == -inf).all()
+        assert fa.logsumexp(np.zeros((0, 3), dtype), **f).shape == (0,)
+        assert fa.logsumexp(np.zeros((2, 0, 3), dtype), axis=1, keepdims=True, **f).shape == \
+            (2, 1, 3)
+        # softmin: masked entries 0, fully masked row 0, never NaN; -inf makes the row NaN
+        s = fa.softmin(rows, where=keep, **f)
+        assert (s[~keep] == 0).all() and (s[5] == 0).all()
+        assert np.isnan(fa.softmin(rows, **f)[[0, 2, 3, 4]]).all()
+        assert (fa.softmin(rows, **f)[1] == [0, *fa.softmin(rows[1, 1:], **f)]).all()
+        g = np.ones_like(rows)
+        y = fa.softmin(np.where(np.isfinite(rows), rows, 0).astype(dtype), where=keep, **f)
+        assert (fa.softmin_backward(g, y=y, where=keep, **f)[~keep] == 0).all()
+    # large T -> uniform; small T -> the row max
+    z = np.array([1.0, 2.0, 3.0], dtype)
+    assert abs(float(fa.logsumexp(z, temperature=1e-3, **f)) - 3.0) <= 4 * oracle.eps(dtype) * 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -792,7 +878,21 @@ def test_oracle_rowwise_matches_mpmath(spec, dtype):
                 ref = oracle.rowwise(spec.name, "forward", dtype, x=x, where=where,
                                      temperature=temperature)
                 kr = oracle.keep_mask(where, x.shape)
-                exact = oracle.mp_rows(x, kr, temperature, log)
+                if spec.name == "logsumexp":
+                    exact = oracle.mp_logsumexp_rows(x, kr, temperature)
+                    for i in range(x.shape[0]):
+                        e, r = exact[i], ref[i]
+                        if mpmath.isinf(e):
+                            assert r == float(e), (i, r, e)
+                            continue
+                        with mpmath.workdps(oracle.MP_DPS):
+                            err = abs(oracle.to_mpf(r) - e)
+                        # absolute, relative to T + |r| (the logsumexp bound's scale)
+                        assert err <= rtol * (temperature + abs(e)), \
+                            (temperature, C, i, r, mpmath.nstr(e, 25))
+                    continue
+                xs = -x if spec.name == "softmin" else x  # softmin(x) = softmax(-x)
+                exact = oracle.mp_rows(xs, kr, temperature, log)
                 for i in range(x.shape[0]):
                     for j in range(C):
                         e = exact[i][j]
@@ -808,7 +908,8 @@ def test_oracle_rowwise_matches_mpmath(spec, dtype):
                                                      mpmath.nstr(e, 25))
 
 
-@pytest.mark.parametrize("spec", ROWWISE, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in ROWWISE if "backward" in s.forms],
+                         ids=lambda s: s.name)
 def test_oracle_rowwise_backward_matches_finite_differences(spec):
     """The backward reference at y = f(x) is the vector-Jacobian product g . df/dx: compare
     with central differences of L(x) = sum(g * f(x)) in longdouble, with masks and T."""
@@ -846,6 +947,42 @@ def test_oracle_rowwise_backward_matches_finite_differences(spec):
                         (spec.name, temperature, i, j, fd, b[i, j])
 
 
+def test_logsumexp_gradient_is_softmax(backend):
+    """The documented replacement for a logsumexp backward: d logsumexp / dx = softmax (same
+    axis, where, T).  Central differences of the longdouble oracle, and of fastact's float64
+    logsumexp (loose: differences of rounded values), against fastact's softmax."""
+    L = oracle.LONG
+    rng = rng_for("lse-grad")
+    for temperature in (0.5, 1.0, 3.0):
+        x = rng.uniform(-3, 3, (3, 5))
+        keep = rng.random((3, 5)) > 0.3
+        keep[0] = True
+        for axis in (-1, 0):
+            for where in (None, keep):
+                kw = dict(axis=axis, where=where, temperature=temperature)
+                sm = fa.softmax(x, backend=backend, **kw)
+                kr = oracle.keep_mask(where, x.shape)
+                for i in range(x.shape[0]):
+                    for j in range(x.shape[1]):
+                        out_idx = (i,) if axis == -1 else (j,)
+                        ho, hf = L.type(2.0 ** -20), 2.0 ** -14
+                        xl = x.astype(L)
+                        xp, xm = xl.copy(), xl.copy()
+                        xp[i, j] += ho
+                        xm[i, j] -= ho
+                        fo = (oracle.rowwise("logsumexp", "forward", np.float64, x=xp, **kw)
+                              - oracle.rowwise("logsumexp", "forward", np.float64, x=xm,
+                                               **kw))[out_idx] / (2 * ho)
+                        xp, xm = x.copy(), x.copy()
+                        xp[i, j] += hf
+                        xm[i, j] -= hf
+                        ff = (fa.logsumexp(xp, backend=backend, **kw)
+                              - fa.logsumexp(xm, backend=backend, **kw))[out_idx] / (2 * hf)
+                        want = sm[i, j] if kr[i, j] else 0.0
+                        assert abs(fo - want) <= 1e-9, (temperature, axis, i, j, fo, want)
+                        assert abs(ff - want) <= 1e-7, (temperature, axis, i, j, ff, want)
+
+
 def test_oracle_rowwise_special_rows():
     """The oracle's special-row semantics are DESIGN.md's."""
     x = np.array([[np.inf, 1.0], [-np.inf, -np.inf], [np.nan, 1.0], [-np.inf, 0.0]])
@@ -858,3 +995,33 @@ def test_oracle_rowwise_special_rows():
         assert (r[~keep] == fill).all() and not np.isnan(r).any()
         r0 = oracle.rowwise(name, "forward", np.float64, x=np.array(3.0))
         assert r0.shape == () and r0[()] == (0.0 if name == "log_softmax" else 1.0)
+
+
+def test_oracle_logsumexp_special_rows_match_scipy():
+    """The logsumexp oracle's special values are scipy.special.logsumexp's (and
+    torch.logsumexp's): all -inf -> -inf, +inf -> +inf, NaN -> NaN, empty -> -inf; masked
+    entries are left out (scipy: b=0 weights)."""
+    inf, nan = np.inf, np.nan
+    x = np.array([[-inf, -inf, -inf], [inf, 1.0, 2.0], [inf, nan, 0.0], [nan, 1.0, 2.0],
+                  [inf, -inf, 0.0], [1e307, 1e307, -1e307], [-inf, 0.0, 1.0],
+                  [0.5, -2.0, 700.0]])
+    for T in (1.0, 0.5, 3.0):
+        with oracle.quiet():
+            want = T * scipy.special.logsumexp(x / T, axis=1)
+        got = oracle.rowwise("logsumexp", "forward", np.float64, x=x, temperature=T)
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-15, equal_nan=True)
+        assert got.shape == (x.shape[0],)
+    keep = np.array([True, False, True])
+    got = oracle.rowwise("logsumexp", "forward", np.float64, x=x, where=keep)
+    with oracle.quiet():
+        want = scipy.special.logsumexp(x, axis=1, b=keep.astype(float))
+    # scipy multiplies by b, so a NaN or inf under b=0 still poisons its row: compare the rest
+    fine = np.isfinite(x[:, ~keep]).all(axis=1)
+    np.testing.assert_allclose(got[fine].astype(np.float64), want[fine], rtol=1e-15)
+    assert np.isnan(got[3]) and got[2] == inf  # the masked NaN is left out, the inf is kept
+    assert oracle.rowwise("logsumexp", "forward", np.float64, x=x,
+                          where=np.zeros(3, bool)).tolist() == [-inf] * 8
+    assert oracle.rowwise("logsumexp", "forward", np.float64, x=np.zeros((4, 0))).shape == (4,)
+    e = oracle.logsumexp_rows(np.zeros((2, 0), oracle.LONG), np.ones((2, 0), bool), 1.0)
+    assert (e == -inf).all()
+    assert oracle.rowwise("logsumexp", "forward", np.float64, x=np.array(2.5))[()] == 2.5

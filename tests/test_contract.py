@@ -76,6 +76,17 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+
+
+def result_shape(case: Case, shape: tuple, axis: int = -1, keepdims: bool = False) -> tuple:
+    """Shape of the (first) result for an input of ``shape``: the input's, or the reduced shape
+    of a row reduction (logsumexp)."""
+    if case.spec.kind == "rowwise" and _registry.reduces(case.spec):
+        if not shape:
+            return ()
+        ax = axis % len(shape)
+        return shape[:ax] + ((1,) if keepdims else ()) + shape[ax + 1:]
+    return shape
 ELEMENTWISE_CASES = [c for c in CASES if c.spec.kind in ("elementwise", "channel")]
 ROWWISE_SPECS = [s for s in _registry.OPS if s.kind == "rowwise"]
 PARAM_SPECS = [(s, p) for s in _registry.OPS for p in s.params]
@@ -202,7 +213,31 @@ def _prelu_w(x, weight):
     return w.reshape((1, w.size) + (1,) * (x.ndim - 2))
 
 
-def ref_rows(name, x, axis=-1, where=None, temperature=1.0):
+def ref_logsumexp(x, axis=-1, where=None, temperature=1.0, keepdims=False):
+    """T log sum exp(x / T) over the kept entries, float64, torch's special values."""
+    x = f64(x)
+    if x.ndim == 0:
+        return ref_logsumexp(x.reshape(1), 0,
+                             None if where is None else np.asarray(where).reshape(1),
+                             temperature).reshape(())
+    keep = (np.ones(x.shape, bool) if where is None
+            else np.broadcast_to(np.asarray(where, bool), x.shape))
+    with np.errstate(all="ignore"):
+        xm = np.where(keep, x, -np.inf)
+        m = np.max(np.where(np.isnan(xm), -np.inf, xm), axis=axis, keepdims=True,
+                   initial=-np.inf)
+        shift = np.where(np.isfinite(m), m, 0.0)
+        s = np.where(keep, np.exp((x - shift) / temperature), 0.0).sum(axis=axis, keepdims=True)
+        r = np.where(np.isfinite(m), m + temperature * np.log(s), m)
+        r = np.where(np.isnan(xm).any(axis=axis, keepdims=True), np.nan, r)
+    return r if keepdims else np.squeeze(r, axis=axis)
+
+
+def ref_rows(name, x, axis=-1, where=None, temperature=1.0, keepdims=False):
+    if name == "logsumexp":
+        return ref_logsumexp(x, axis, where, temperature, keepdims)
+    if name == "softmin":
+        return ref_rows("softmax", -f64(x), axis, where, temperature)
     x = f64(x)
     if x.ndim == 0:
         return ref_rows(name, x.reshape(1), 0,
@@ -225,6 +260,8 @@ def ref_rows(name, x, axis=-1, where=None, temperature=1.0):
 
 
 def ref_rows_backward(name, grad, y, axis=-1, where=None, temperature=1.0):
+    if name == "softmin":  # softmin(x) = softmax(-x): the softmax vjp with -T
+        return ref_rows_backward("softmax", grad, y, axis, where, -temperature)
     g, y = f64(grad), f64(y)
     if y.ndim == 0:
         return ref_rows_backward(name, g.reshape(1), y.reshape(1), 0,
@@ -247,7 +284,8 @@ def expected(case: Case, args, kwargs):
     """float64 expectation of ``fn(*args, **kwargs)`` (a tuple for two-result forms)."""
     spec, form = case.spec, case.form
     if spec.kind == "rowwise":
-        opts = {k: kwargs[k] for k in ("axis", "where", "temperature") if k in kwargs}
+        opts = {k: kwargs[k] for k in ("axis", "where", "temperature", "keepdims")
+                if k in kwargs}
         if form == "forward":
             return ref_rows(spec.name, args[0], **opts)
         return ref_rows_backward(spec.name, args[0], kwargs["y"], **opts)
@@ -373,7 +411,7 @@ def test_backend_module_defines_every_kernel(name):
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_float_dtype_kept(case, backend, dtype):
     result, want = run_case(case, backend, base_x(dtype))
-    assert_fresh_result(result, (2, 3, 4), dtype, str(case))
+    assert_fresh_result(result, result_shape(case, (2, 3, 4)), dtype, str(case))
     if case.spec.kind == "channel" and case.form == "backward":
         assert result[1].shape == (3,) and result[1].dtype == dtype  # like the weight
     assert_close(result, want, dtype, str(case))
@@ -493,10 +531,14 @@ def test_numpy_float_scalar_keeps_dtype(case, backend):
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4), (2, 0, 3)], ids=str)
 def test_empty_in_empty_out(case, backend, shape):
     for dtype in FLOAT_DTYPES:
-        result, _ = run_case(case, backend, np.zeros(shape, dtype))
-        assert_fresh_result(result, shape, dtype, str(case))
+        result, want = run_case(case, backend, np.zeros(shape, dtype))
+        rshape = result_shape(case, shape)
+        assert_fresh_result(result, rshape, dtype, str(case))
         for r in as_tuple(result)[:1 if case.spec.kind == "channel" else 2]:
-            assert r.shape == shape
+            assert r.shape == rshape
+        if rshape != shape:  # a reduction over an empty axis: -inf (torch, scipy)
+            assert_close(result, want, dtype, str(case))
+            assert np.all(result == -np.inf) or result.size == 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -568,7 +610,7 @@ def test_any_layout_in_c_contiguous_native_out(case, backend, layout, tmp_path):
     snap = snapshot(all_arrays(args, kwargs))
     want = expected(case, args, kwargs)
     result = fn(*args, backend=backend, **kwargs)
-    assert_fresh_result(result, (2, 3, 4), dtype, f"{case} {layout}")
+    assert_fresh_result(result, result_shape(case, (2, 3, 4)), dtype, f"{case} {layout}")
     assert_close(result, want, dtype, f"{case} {layout}")
     assert_unchanged(snap, f"({case}, {layout})")
 
@@ -642,6 +684,11 @@ def test_out_in_place(case, backend, dtype):
             want = expected(case, [a.copy() if isinstance(a, np.ndarray) else a for a in args],
                             {k2: v.copy() if isinstance(v, np.ndarray) else v
                              for k2, v in kwargs.items()})
+            rshape = result_shape(case, shape)
+            if rshape != shape:
+                # a reduction cannot write over its whole input: out is the start of the
+                # input's memory (same data pointer, C-contiguous), overwritten by the result
+                target = target.reshape(-1)[:math.prod(rshape)].reshape(rshape)
             out = position(target)
             result = fn(*args, backend=backend, out=out, **kwargs)
             idx = 0 if not case.pair else (0 if out[0] is target else 1)
@@ -664,7 +711,9 @@ def test_out_partially_overlapping_input(case, backend, shift):
             view_in = buf[lo:lo + n].reshape(shape)
             view_in[...] = get_arg(args, kwargs, loc)
             set_arg(args, kwargs, loc, view_in)
-            view_out = buf[lo + shift:lo + shift + n].reshape(shape)
+            rshape = result_shape(case, shape)
+            n_out = math.prod(rshape)
+            view_out = buf[lo + shift:lo + shift + n_out].reshape(rshape)
             assert np.shares_memory(view_in, view_out)
             want = expected(case, [a.copy() if isinstance(a, np.ndarray) else a for a in args],
                             {k2: v.copy() if isinstance(v, np.ndarray) else v
@@ -679,7 +728,8 @@ def _strided_out(shape, dtype, kind):
         return big, big[..., ::2], big[..., 1::2]
     if kind == "negative":
         big = np.full(shape, SENTINEL, dtype)
-        return big, big[::-1, :, ::-1], None
+        flip = slice(None, None, -1)
+        return big, big[(flip,) + (slice(None),) * (len(shape) - 2) + (flip,)], None
     if kind == "fortran":
         big = np.full(shape, SENTINEL, dtype, order="F")
         return big, big, None
@@ -692,7 +742,7 @@ def test_out_non_contiguous(case, backend, kind):
     dtype = F32
     fn, args, kwargs = build(case, base_x(dtype))
     want = expected(case, args, kwargs)
-    shape = (2, 3, 4)
+    shape = result_shape(case, (2, 3, 4))
     big0, view0, gap0 = _strided_out(shape, dtype, kind)
     if case.pair:
         big1, view1, gap1 = _strided_out(shape, dtype, kind)
@@ -737,7 +787,7 @@ def test_out_float16(case, backend):
 
 def _bad_out_item(kind, shape, dtype):
     if kind == "shape":
-        return np.zeros(shape[:-1] + (shape[-1] - 1,), dtype)
+        return np.zeros(shape[:-1] + (shape[-1] - 1,) if shape else (1,), dtype)
     if kind == "dtype":
         return np.zeros(shape, F64 if dtype != F64 else F32)
     if kind == "int_dtype":
@@ -765,7 +815,8 @@ def test_bad_out_rejected_before_writing(case, backend, kind):
     exc = BAD_OUT[kind]
     if not case.pair:
         with pytest.raises(exc, match=case.fname.replace(".", r"\.")):
-            fn(*args, backend=backend, out=_bad_out_item(kind, (4,), dtype), **kwargs)
+            fn(*args, backend=backend, out=_bad_out_item(kind, np.shape(want), dtype),
+               **kwargs)
     else:
         shapes = [np.shape(w) for w in want]
         for bad_idx in (0, 1):
@@ -785,7 +836,8 @@ def test_out_wrong_shape_message(case, backend):
     if not case.pair:
         with pytest.raises(ValueError) as excinfo:
             fn(*args, backend=backend, out=bad, **kwargs)
-        assert str(excinfo.value) == f"{case.fname}: out has shape (3,), expected (4,)"
+        want_shape = result_shape(case, (4,))
+        assert str(excinfo.value) == f"{case.fname}: out has shape (3,), expected {want_shape}"
     else:
         with pytest.raises(ValueError) as excinfo:
             fn(*args, backend=backend, out=(bad, None), **kwargs)
@@ -889,6 +941,21 @@ BAD_CALLS = {
                     TypeError),
     "where_shape": (lambda b, o: fa.softmax(_x(), where=np.ones(3, bool), backend=b),
                     ValueError),
+    "softmin_axis": (lambda b, o: fa.softmin(_x(), axis=-3, backend=b), AxisError),
+    "softmin_temperature": (lambda b, o: fa.softmin_backward(_x(), y=_x(), temperature=-2.0,
+                                                             backend=b), ValueError),
+    "logsumexp_axis": (lambda b, o: fa.logsumexp(_x(), axis=2, backend=b), AxisError),
+    "logsumexp_temperature": (lambda b, o: fa.logsumexp(_x(), temperature=0.0, backend=b),
+                              ValueError),
+    "logsumexp_where_dtype": (lambda b, o: fa.logsumexp(_x(), where=np.ones((3, 4), F32),
+                                                        backend=b), TypeError),
+    "logsumexp_keepdims": (lambda b, o: fa.logsumexp(_x(), keepdims="yes", backend=b),
+                           TypeError),
+    "logsumexp_out_shape": (lambda b, o: fa.logsumexp(_x(), out=np.zeros((3, 4), F32),
+                                                      backend=b), ValueError),
+    "logsumexp_out_keepdims": (lambda b, o: fa.logsumexp(_x(), keepdims=True,
+                                                         out=np.zeros(3, F32), backend=b),
+                               ValueError),
     "prelu_weight_size": (lambda b, o: fa.prelu(_x(), np.ones(5, F32), backend=b), ValueError),
     "prelu_weight_2d": (lambda b, o: fa.prelu(_x(), np.ones((1, 3), F32), backend=b),
                         ValueError),
@@ -1367,16 +1434,22 @@ def test_rowwise_axis(case, axis, backend):
         kwargs["y"] = np.asarray(ref_rows(case.spec.name, x, axis=axis))
     want = expected(case, args, {**kwargs, "axis": axis})
     result = fn(*args, backend=backend, axis=axis, **kwargs)
-    assert_fresh_result(result, x.shape, F64, f"{case} axis={axis}")
+    rshape = result_shape(case, x.shape, axis)
+    assert_fresh_result(result, rshape, F64, f"{case} axis={axis}")
     assert_close(result, want, F64, f"{case} axis={axis}")
-    # equals moving the axis to the end and back
+    # equals moving the axis to the end and back (a reduction: the same result)
     moved = [np.moveaxis(a, axis, -1) for a in args]
     kw_moved = {k: np.moveaxis(v, axis, -1) if isinstance(v, np.ndarray) else v
                 for k, v in kwargs.items()}
     want_moved = expected(case, moved, kw_moved)
-    assert_close(np.moveaxis(result, axis, -1), want_moved, F64, f"{case} moveaxis {axis}")
+    back = result if rshape != x.shape else np.moveaxis(result, axis, -1)
+    assert_close(back, want_moved, F64, f"{case} moveaxis {axis}")
+    if rshape != x.shape:  # keepdims: the axis kept with size 1
+        kd = fn(*args, backend=backend, axis=axis, keepdims=True, **kwargs)
+        assert kd.shape == result_shape(case, x.shape, axis, keepdims=True)
+        assert_close(kd, np.expand_dims(want, axis), F64, f"{case} axis={axis} keepdims")
     # out= with a non-last axis, and a mask
-    out = np.full(x.shape, SENTINEL)
+    out = np.full(rshape, SENTINEL)
     where = np.cos(np.arange(24)).reshape(2, 3, 4) > -0.5
     if case.form == "backward":
         kwargs["y"] = np.asarray(ref_rows(case.spec.name, x, axis=axis, where=where))
@@ -1404,10 +1477,14 @@ def test_rowwise_temperature_and_where(case, temperature, backend):
             masked = ~np.broadcast_to(np.asarray(where), x.shape)
             if case.form == "backward":
                 assert np.all(result[masked] == 0), "masked entries must get gradient 0"
-            elif case.spec.name == "softmax":
-                assert np.all(result[masked] == 0)
-            else:
+            elif case.spec.name == "log_softmax":
                 assert np.all(result[masked] == -np.inf)
+            elif _registry.reduces(case.spec):  # masked entries are left out of the sum
+                rows = np.where(masked, np.nan, x)  # a NaN there would poison the row
+                assert_close(fn(rows, backend=backend, where=where, temperature=temperature),
+                             want, F64, f"{case} masked NaN left out")
+            else:  # softmax, softmin
+                assert np.all(result[masked] == 0)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
@@ -1468,6 +1545,78 @@ def test_softmax_large_rows_and_shapes(backend):
         for name in ("softmax", "log_softmax"):
             r = getattr(fa, name)(x, backend=backend)
             assert_close(r, ref_rows(name, x), F64, f"{name} {shape}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_softmin_logsumexp_zero_dim_and_masks(dtype, backend):
+    for v in (3.0, -2.5, 0.0, 1e4 if dtype != F16 else 6e4):
+        x = np.array(v, dtype)
+        s = fa.softmin(x, backend=backend)
+        assert s.shape == () and s.dtype == dtype and s == 1.0
+        assert fa.softmin(x, where=np.array(False), backend=backend) == 0.0
+        assert fa.softmin_backward(np.array(2.5, dtype), y=s, backend=backend) == 0.0
+        for keepdims in (False, True):
+            lse = fa.logsumexp(x, keepdims=keepdims, temperature=0.25, backend=backend)
+            assert lse.shape == () and lse.dtype == dtype and lse == x
+        assert fa.logsumexp(x, where=False, backend=backend) == -np.inf
+        out = np.full((), SENTINEL, dtype)
+        assert fa.logsumexp(x, out=out, backend=backend) is out and out == x
+    x = base_x(dtype, (4, 5), -2, 2)
+    x[3] = -np.inf
+    where = np.ones((4, 5), bool)
+    where[1] = False
+    where[2, :3] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lse = fa.logsumexp(x, where=where, backend=backend)
+        sm = fa.softmin(x, where=where, backend=backend)
+        gsm = fa.softmin_backward(np.ones_like(x), y=sm, where=where, backend=backend)
+    assert lse[1] == -np.inf and lse[3] == -np.inf  # fully masked; all -inf (torch)
+    assert_close(lse, ref_rows("logsumexp", x, where=where), dtype, "logsumexp masked")
+    np.testing.assert_array_equal(sm[1], 0)
+    np.testing.assert_array_equal(sm[~where], 0)
+    np.testing.assert_array_equal(gsm[~where], 0)
+    assert np.isnan(sm[3]).all()  # -inf is softmin's +inf: NaN (PyTorch), unless masked
+    assert_close(sm[[0, 1, 2]], ref_rows("softmin", x, where=where)[[0, 1, 2]], dtype,
+                 "softmin masked")
+
+
+def test_softmin_logsumexp_errors_name_the_function(backend):
+    x = base_x(F32, (3, 4))
+    calls = {
+        "fastact.softmin": lambda **k: fa.softmin(x, backend=backend, **k),
+        "fastact.softmin_backward": lambda **k: fa.softmin_backward(x, y=x, backend=backend,
+                                                                    **k),
+        "fastact.logsumexp": lambda **k: fa.logsumexp(x, backend=backend, **k),
+    }
+    for fname, call in calls.items():
+        for kwargs, exc, arg in (({"axis": 2}, AxisError, "axis"),
+                                 ({"temperature": -1.0}, ValueError, "temperature"),
+                                 ({"temperature": 0.0}, ValueError, "temperature"),
+                                 ({"where": np.ones((3, 4), np.int8)}, TypeError, "where"),
+                                 ({"where": np.ones((2, 4), bool)}, ValueError, "where")):
+            with pytest.raises(exc) as excinfo:
+                call(**kwargs)
+            msg = str(excinfo.value)
+            assert msg.startswith(fname + ":") and arg in msg, msg
+    for bad in (1, None, "no"):
+        with pytest.raises(TypeError, match=r"fastact\.logsumexp: keepdims"):
+            fa.logsumexp(x, keepdims=bad, backend=backend)
+    with pytest.raises(ValueError, match=r"fastact\.logsumexp: out has shape \(3, 4\), "
+                                         r"expected \(3,\)"):
+        fa.logsumexp(x, out=np.zeros((3, 4), F32), backend=backend)
+    with pytest.raises(ValueError, match=r"expected \(1, 4\)"):
+        fa.logsumexp(x, axis=0, keepdims=True, out=np.zeros(4, F32), backend=backend)
+
+
+def test_logsumexp_large_rows_and_shapes(backend):
+    for shape in ((1, 5000), (3000, 3), (7, 1), (1, 1), (2, 1, 3), (40000, 2)):
+        x = np.sin(np.arange(math.prod(shape)) * 0.37).reshape(shape) * 10
+        for axis in range(len(shape)):
+            r = fa.logsumexp(x, axis=axis, backend=backend)
+            assert_close(r, ref_rows("logsumexp", x, axis=axis), F64, f"logsumexp {shape}")
+            r = fa.softmin(x, axis=axis, backend=backend)
+            assert_close(r, ref_rows("softmin", x, axis=axis), F64, f"softmin {shape}")
 
 
 # ------------------------------------------------------------------------------------------------

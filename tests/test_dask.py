@@ -147,3 +147,16 @@ def test_rowwise_mask_broadcast_per_row_and_errors():
         fa.softmax(dx, where=np.ones(3, bool))
     with pytest.raises(np.exceptions.AxisError):
         fa.softmax(dx, axis=5)
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_logsumexp_reduces_the_axis(axis, keepdims):
+    if not hasattr(fa, "logsumexp"):
+        pytest.fail("fastact.logsumexp missing")
+    x, dx = data(np.float64)
+    where = x > -3
+    lazy = fa.logsumexp(dx, axis=axis, keepdims=keepdims, where=where, temperature=0.7)
+    _same(lazy, fa.logsumexp(x, axis=axis, keepdims=keepdims, where=where, temperature=0.7))
+    _same(fa.logsumexp(da.from_array(np.float32(1.5))), fa.logsumexp(np.float32(1.5)))
+    _same(fa.softmin(dx, axis=axis), fa.softmin(x, axis=axis))

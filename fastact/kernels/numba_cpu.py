@@ -241,15 +241,22 @@ def _kept(mask, r, j):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _row_max(x, mask, r):
-    """Max of the kept entries of row r (NaN skipped: it reaches the sum instead), and whether
-    any entry is kept."""
+def _load(x, r, j, neg):
+    """x[r, j] in float64, negated for softmin (``neg`` is a literal of the generated kernel,
+    so the branch folds away; negation is exact)."""
+    return -np.float64(x[r, j]) if neg else np.float64(x[r, j])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _row_max(x, mask, r, neg):
+    """Max of the kept entries of row r (of -x for softmin; NaN skipped: it reaches the sum
+    instead), and whether any entry is kept."""
     m = -np.inf
     any_kept = mask is None
     for j in range(x.shape[1]):
         if _kept(mask, r, j):
             any_kept = True
-            v = np.float64(x[r, j])
+            v = _load(x, r, j, neg)
             m = v if v > m else m
     return m, any_kept
 
@@ -296,8 +303,9 @@ def _row_sum(term, a, b, mask, r, m, t):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _softmax_row(x, mask, temperature, out, r, log):
-    m, any_kept = _row_max(x, mask, r)
+def _softmax_row(x, mask, temperature, out, r, log, neg):
+    """softmax / log_softmax of row r, or of -x (``neg``: softmin)."""
+    m, any_kept = _row_max(x, mask, r, neg)
     n = x.shape[1]
     if not any_kept:  # fully masked row: softmax 0, log_softmax -inf, never NaN
         fill = -np.inf if log else 0.0
@@ -309,13 +317,13 @@ def _softmax_row(x, mask, temperature, out, r, log):
     # its exps go to a scratch row.
     e_row = np.empty((1, n), np.float64) if log else out[r:r + 1]
     for j in range(n):
-        e = _exp((np.float64(x[r, j]) - m) / temperature)
+        e = _exp((_load(x, r, j, neg) - m) / temperature)
         e_row[0, j] = e if _kept(mask, r, j) else 0.0
     s = _row_sum(_term_value, e_row, e_row, None, 0, m, temperature)
     if log:
         ls = math.log(s)
         for j in range(n):
-            v = (np.float64(x[r, j]) - m) / temperature - ls
+            v = (_load(x, r, j, neg) - m) / temperature - ls
             out[r, j] = v if _kept(mask, r, j) else -np.inf
     else:
         for j in range(n):
@@ -337,6 +345,33 @@ def _softmax_backward_row(grad, y, mask, temperature, out, r, log):
         yj = np.float64(y[r, j])
         v = (g - _exp(yj) * s) / temperature if log else yj * (g - s) / temperature
         out[r, j] = v if _kept(mask, r, j) else 0.0
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _logsumexp_row(x, mask, temperature, out, r):
+    """out[r] = max + T log(sum exp((x - max) / T)) over the kept entries of row r: the exps by
+    a straight vectorisable loop into a scratch row, then the float64 pairwise + Neumaier sum of
+    the softmax kernels (computing the exps inside the sum does not vectorise: 10x slower).
+    Nothing kept: -inf.  A non-finite max (all kept -inf, or +inf) is the result
+    unless a kept entry is NaN (torch.logsumexp and scipy.special.logsumexp agree)."""
+    m, any_kept = _row_max(x, mask, r, False)
+    if not any_kept:
+        out[r] = -np.inf
+        return
+    if not math.isfinite(m):
+        v = m
+        for j in range(x.shape[1]):
+            if _kept(mask, r, j) and np.isnan(x[r, j]):
+                v = np.nan
+        out[r] = v
+        return
+    n = x.shape[1]
+    e_row = np.empty((1, n), np.float64)
+    for j in range(n):
+        e = _exp((np.float64(x[r, j]) - m) / temperature)
+        e_row[0, j] = e if _kept(mask, r, j) else 0.0
+    s = _row_sum(_term_value, e_row, e_row, None, 0, m, temperature)
+    out[r] = m + temperature * math.log(s)
 
 
 #: prelu works on blocks of one channel: element i of the flat array is in channel
@@ -431,13 +466,21 @@ def _other_specs():
     nblk = "((inner + PRELU_BLOCK - 1) // PRELU_BLOCK)"
     return [
         ("softmax_forward", "x, mask, temperature, out", "x.shape[0]",
-         "_softmax_row(x, mask, temperature, out, i, False)"),
+         "_softmax_row(x, mask, temperature, out, i, False, False)"),
         ("log_softmax_forward", "x, mask, temperature, out", "x.shape[0]",
-         "_softmax_row(x, mask, temperature, out, i, True)"),
+         "_softmax_row(x, mask, temperature, out, i, True, False)"),
+        # softmin(x) = softmax(-x): the softmax body on negated loads; its gradient is the
+        # softmax gradient with -T
+        ("softmin_forward", "x, mask, temperature, out", "x.shape[0]",
+         "_softmax_row(x, mask, temperature, out, i, False, True)"),
+        ("logsumexp_forward", "x, mask, temperature, out", "x.shape[0]",
+         "_logsumexp_row(x, mask, temperature, out, i)"),
         ("softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
          "_softmax_backward_row(grad, y, mask, temperature, out, i, False)"),
         ("log_softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
          "_softmax_backward_row(grad, y, mask, temperature, out, i, True)"),
+        ("softmin_backward", "grad, y, mask, temperature, out", "y.shape[0]",
+         "_softmax_backward_row(grad, y, mask, -temperature, out, i, False)"),
         ("prelu_forward", "x, weight, inner, out", f"x.size // inner * {nblk}",
          f"_prelu_forward_block(x, weight, inner, {nblk}, out, i)"),
         ("prelu_derivative", "x, weight, inner, out", f"x.size // inner * {nblk}",

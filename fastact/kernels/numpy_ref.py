@@ -232,6 +232,36 @@ def log_softmax_backward(grad, y, mask, temperature, out):
         out[...] = _rows_backward(grad, y, mask, temperature, log=True)
 
 
+def softmin_forward(x, mask, temperature, out):
+    # softmin(x) = softmax(-x); negation is exact
+    with _quiet():
+        out[...] = _rows(-x, mask, temperature, log=False)
+
+
+def softmin_backward(grad, y, mask, temperature, out):
+    # d softmax(-x/T)/dx = -(softmax Jacobian)/T: the softmax backward with -T
+    with _quiet():
+        out[...] = _rows_backward(grad, y, mask, -temperature, log=False)
+
+
+def logsumexp_forward(x, mask, temperature, out):
+    """T log sum exp(x/T) per row into the 1-D ``out``: max + T log(sum exp((x - max)/T)) over
+    the kept entries.  Nothing kept (or C == 0): -inf.  A non-finite max (all kept entries
+    -inf, or a +inf) is the result itself unless the row holds a NaN (then NaN)."""
+    wide = np.promote_types(x.dtype, np.float64)
+    xw = x.astype(wide)
+    keep = np.ones(x.shape, bool) if mask is None else mask.astype(bool)
+    with _quiet():
+        masked = np.where(keep, xw, -np.inf)
+        nan_row = np.isnan(masked).any(axis=1)
+        m = np.max(np.where(np.isnan(masked), -np.inf, masked), axis=1, initial=-np.inf)
+        finite = np.isfinite(m)
+        shift = np.where(finite, m, 0)[:, None]
+        s = np.where(keep, np.exp((xw - shift) / temperature), 0).sum(axis=1)
+        r = np.where(finite, m + temperature * np.log(s), m)
+        out[...] = np.where(nan_row, np.nan, r)
+
+
 globals().update(KERNELS)
 
 

@@ -500,3 +500,364 @@ def info() -> dict:
         "parallel_threshold": PARALLEL_THRESHOLD,
         "cache": CACHE_PATH or CACHE_REASON,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------
+# Same names and arguments as kernels/numpy_ref.py (plain arrays and scalars, so a CUDA twin can
+# keep them).  Row losses: x (rows, C), target int64 (rows,), weight float64 (C,), g float64 of
+# size 1 or rows (gradient multiplier per row, 'mean' scale included), loss float64 (rows,).
+# Each row is read from memory once: an online max and sum (blocks of LOSS_ROW_BLOCK elements,
+# the block's exps computed by a straight vectorisable loop into a scratch buffer and summed in
+# float64), then the gradient loop (which re-reads the row from cache: 32000 float32 are 128 KiB)
+# writes grad[r, j] right after reading x[r, j], so grad may be x itself.
+
+LOSS_BLOCK = 4096  # elements per partial sum of the elementwise losses (as numpy_ref, cython)
+LOSS_ROW_BLOCK = 512
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _sum8(a, n):
+    """Sum of a[:n] in float64 over 8 interleaved lanes (vectorisable, order fixed by n)."""
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0
+    j = 0
+    while j + 8 <= n:
+        l0 += a[j]
+        l1 += a[j + 1]
+        l2 += a[j + 2]
+        l3 += a[j + 3]
+        l4 += a[j + 4]
+        l5 += a[j + 5]
+        l6 += a[j + 6]
+        l7 += a[j + 7]
+        j += 8
+    t = 0.0
+    while j < n:
+        t += a[j]
+        j += 1
+    return (((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))) + t
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _online_max_sum(x, r, scratch):
+    """(m, s): the max of row r (NaN skipped: it reaches the sum) and sum(exp(x - m)) in
+    float64, in one pass over the row, block by block (rescaling s when the max grows)."""
+    n = x.shape[1]
+    m = -np.inf
+    s = 0.0
+    j = 0
+    while j < n:
+        e = min(j + LOSS_ROW_BLOCK, n)
+        bm = -np.inf
+        for k in range(j, e):
+            v = np.float64(x[r, k])
+            bm = v if v > bm else bm
+        if bm > m:
+            s = s * _exp(m - bm)
+            m = bm
+        shift = m if m > -np.inf else 0.0
+        for k in range(j, e):
+            scratch[k - j] = _exp(np.float64(x[r, k]) - shift)
+        s += _sum8(scratch, e - j)
+        j = e
+    return m, s
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _single_pinf(x, r):
+    """Position of the only +inf of row r when the row has exactly one and no NaN, else -1."""
+    k = -1
+    for j in range(x.shape[1]):
+        v = x[r, j]
+        if v == np.inf:
+            if k >= 0:
+                return -1
+            k = j
+        elif v != v:
+            return -1
+    return k
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, grad, r,
+            scratch):
+    """Cross-entropy of row r (class index target), returns the row's loss; writes
+    gs * d loss / d x into grad[r] when want_grad."""
+    n = x.shape[1]
+    t = target[r]
+    if t == ignore_index:
+        if want_grad:
+            for j in range(n):
+                grad[r, j] = 0.0
+        return 0.0
+    wt = weight[t]
+    es = smoothing / n
+    keep = 1.0 - smoothing
+    m, s = _online_max_sum(x, r, scratch)
+    a = keep * wt + es * wsum
+    if m == np.inf:
+        k = _single_pinf(x, r)
+        if k >= 0:
+            # the limit: probability 1 at the +inf logit, log-probability -inf elsewhere
+            loss = 0.0 if (wt == 0.0 or t == k) else np.inf
+            if smoothing > 0.0:
+                sm = 0.0
+                for j in range(n):
+                    if j != k and weight[j] != 0.0:
+                        sm = np.inf
+                loss = (0.0 if keep == 0.0 else keep * loss) + es * sm
+            if want_grad:
+                for j in range(n):
+                    grad[r, j] = gs * ((a if j == k else 0.0) - es * weight[j])
+                grad[r, t] = grad[r, t] - gs * keep * wt
+            return loss
+    ls = math.log(s)
+    xt = np.float64(x[r, t])
+    loss = 0.0 if wt == 0.0 else keep * wt * ((m - xt) + ls)
+    if smoothing > 0.0:
+        sm = 0.0
+        for j in range(n):
+            w = weight[j]
+            sm += 0.0 if w == 0.0 else w * (m - np.float64(x[r, j]))
+        loss += es * (sm + wsum * ls)
+    if want_grad:
+        c = gs * a / s
+        if smoothing > 0.0:
+            ce = gs * es
+            for j in range(n):
+                grad[r, j] = c * _exp(np.float64(x[r, j]) - m) - ce * weight[j]
+        else:
+            for j in range(n):
+                grad[r, j] = c * _exp(np.float64(x[r, j]) - m)
+        grad[r, t] = grad[r, t] - gs * keep * wt
+    return loss
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _ce_prob_row(x, q, weight, smoothing, gs, want_grad, grad, r, scratch):
+    """Cross-entropy of row r against class probabilities q[r]."""
+    n = x.shape[1]
+    es = smoothing / n
+    keep = 1.0 - smoothing
+    m, s = _online_max_sum(x, r, scratch)
+    wq_sum = 0.0
+    for j in range(n):
+        wq_sum += weight[j] * (keep * np.float64(q[r, j]) + es)
+    if m == np.inf:
+        k = _single_pinf(x, r)
+        if k >= 0:
+            loss = 0.0
+            for j in range(n):
+                wq = weight[j] * (keep * np.float64(q[r, j]) + es)
+                if j != k and wq != 0.0:
+                    loss = np.inf
+            if want_grad:
+                for j in range(n):
+                    wq = weight[j] * (keep * np.float64(q[r, j]) + es)
+                    grad[r, j] = gs * ((wq_sum if j == k else 0.0) - wq)
+            return loss
+    ls = math.log(s)
+    loss = 0.0
+    c = gs * wq_sum / s
+    for j in range(n):
+        xj = np.float64(x[r, j])
+        wq = weight[j] * (keep * np.float64(q[r, j]) + es)
+        loss += 0.0 if wq == 0.0 else wq * ((m - xj) + ls)
+        if want_grad:
+            grad[r, j] = c * _exp(xj - m) - gs * wq
+    return loss
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _nll_row(x, target, weight, ignore_index, gs, want_grad, grad, r):
+    t = target[r]
+    if t == ignore_index:
+        if want_grad:
+            for j in range(x.shape[1]):
+                grad[r, j] = 0.0
+        return 0.0
+    wt = weight[t]
+    loss = 0.0 if wt == 0.0 else -wt * np.float64(x[r, t])
+    if want_grad:
+        for j in range(x.shape[1]):
+            grad[r, j] = 0.0
+        grad[r, t] = -gs * wt
+    return loss
+
+
+_LOSS_ROW_TEMPLATE = """
+def cross_entropy_forward__{variant}(x, target, weight, ignore_index, smoothing, loss):
+    wsum = _sum8(weight, weight.size)
+    dummy = np.empty((1, 1), np.float64)
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, 1.0, False, dummy,
+                          r, scratch)
+
+
+def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing, g, loss, grad):
+    wsum = _sum8(weight, weight.size)
+    per_row = g.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        gs = g[r] if per_row else g[0]
+        loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad,
+                          r, scratch)
+
+
+def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoothing, grad):
+    wsum = _sum8(weight, weight.size)
+    per_row = gl.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        gs = gl[r] if per_row else gl[0]
+        _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad, r, scratch)
+
+
+def cross_entropy_prob_forward__{variant}(x, q, weight, smoothing, loss):
+    dummy = np.empty((1, 1), np.float64)
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        loss[r] = _ce_prob_row(x, q, weight, smoothing, 1.0, False, dummy, r, scratch)
+
+
+def cross_entropy_prob_and_grad__{variant}(x, q, weight, smoothing, g, loss, grad):
+    per_row = g.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        gs = g[r] if per_row else g[0]
+        loss[r] = _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch)
+
+
+def cross_entropy_prob_backward__{variant}(gl, x, q, weight, smoothing, grad):
+    per_row = gl.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        gs = gl[r] if per_row else gl[0]
+        _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch)
+
+
+def nll_loss_forward__{variant}(x, target, weight, ignore_index, loss):
+    dummy = np.empty((1, 1), np.float64)
+    for r in {loop}(x.shape[0]):
+        loss[r] = _nll_row(x, target, weight, ignore_index, 1.0, False, dummy, r)
+
+
+def nll_loss_and_grad__{variant}(x, target, weight, ignore_index, g, loss, grad):
+    per_row = g.size > 1
+    for r in {loop}(x.shape[0]):
+        gs = g[r] if per_row else g[0]
+        loss[r] = _nll_row(x, target, weight, ignore_index, gs, True, grad, r)
+
+
+def nll_loss_backward__{variant}(gl, x, target, weight, ignore_index, grad):
+    per_row = gl.size > 1
+    for r in {loop}(x.shape[0]):
+        gs = gl[r] if per_row else gl[0]
+        _nll_row(x, target, weight, ignore_index, gs, True, grad, r)
+"""
+
+_LOSS_ELEMENTWISE_TEMPLATE = """
+def {name}_forward__{variant}(x, y, w, pw, p, out, partial):
+    n = x.size
+    wn = w.size > 1
+    pn = pw.size > 1
+    keep = out.size > 0
+    for b in {loop}(partial.size):
+        start = b * LOSS_BLOCK
+        stop = min(start + LOSS_BLOCK, n)
+        acc = 0.0
+        for i in range(start, stop):
+            wi = w[i] if wn else w[0]
+            v = F_{name}_value(np.float64(x[i]), np.float64(y[i]), {param})
+            v = 0.0 if wi == 0.0 else wi * v
+            if keep:
+                out[i] = v
+            acc += v
+        partial[b] = acc
+
+
+def {name}_and_grad__{variant}(x, y, w, pw, p, g, out, grad, partial):
+    n = x.size
+    wn = w.size > 1
+    pn = pw.size > 1
+    keep = out.size > 0
+    gs = g[0]
+    for b in {loop}(partial.size):
+        start = b * LOSS_BLOCK
+        stop = min(start + LOSS_BLOCK, n)
+        acc = 0.0
+        for i in range(start, stop):
+            wi = w[i] if wn else w[0]
+            xi = np.float64(x[i])
+            yi = np.float64(y[i])
+            pi = {param}
+            v = F_{name}_value(xi, yi, pi)
+            v = 0.0 if wi == 0.0 else wi * v
+            grad[i] = gs * wi * F_{name}_grad(xi, yi, pi)
+            if keep:
+                out[i] = v
+            acc += v
+        partial[b] = acc
+
+
+def {name}_backward__{variant}(gl, x, y, w, pw, p, grad):
+    n = x.size
+    wn = w.size > 1
+    pn = pw.size > 1
+    gn = gl.size > 1
+    for i in {loop}(n):
+        wi = w[i] if wn else w[0]
+        gi = gl[i] if gn else gl[0]
+        grad[i] = gi * wi * F_{name}_grad(np.float64(x[i]), np.float64(y[i]), {param})
+"""
+
+#: elementwise losses whose formula parameter is the per-element pos_weight
+_POS_WEIGHT_LOSSES = ("binary_cross_entropy_with_logits",)
+
+
+def _pick_sized(name: str, parallel, serial, size_index: int):
+    """Like :func:`_pick`, with the work size taken from argument ``size_index``."""
+    def kernel(*args):
+        if args[size_index].size >= PARALLEL_THRESHOLD and not _in_forked_child:
+            parallel(*args)
+        else:
+            serial(*args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.parallel = parallel
+    kernel.serial = serial
+    return kernel
+
+
+def _build_losses() -> dict:
+    chunks = []
+    for variant, loop in (("parallel", "prange"), ("serial", "range")):
+        chunks.append(_LOSS_ROW_TEMPLATE.format(variant=variant, loop=loop))
+        for spec in _registry.loss_ops():
+            if spec.extra["layout"] != "elementwise":
+                continue
+            param = "(pw[i] if pn else pw[0])" if spec.name in _POS_WEIGHT_LOSSES else "p"
+            chunks.append(_LOSS_ELEMENTWISE_TEMPLATE.format(
+                name=spec.name, variant=variant, loop=loop, param=param))
+    source = "".join(chunks)
+    filename = "<fastact_numba_cpu_losses>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = _namespace()
+    ns.update(LOSS_BLOCK=LOSS_BLOCK, LOSS_ROW_BLOCK=LOSS_ROW_BLOCK, math=math)
+    exec(compile(source, filename, "exec"), ns)
+    kernels = {}
+    for spec in _registry.loss_ops():
+        for kname in spec.kernel_names():
+            # work size: x (the first or, for backward, the second argument)
+            size_index = 1 if kname.endswith("_backward") else 0
+            kernels[kname] = _pick_sized(kname, njit(parallel=True, **JIT_OPTIONS)(
+                ns[f"{kname}__parallel"]), njit(parallel=False, **JIT_OPTIONS)(
+                ns[f"{kname}__serial"]), size_index)
+    return kernels
+
+
+LOSS_KERNELS = _build_losses()
+KERNELS.update(LOSS_KERNELS)
+globals().update(LOSS_KERNELS)

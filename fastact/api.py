@@ -570,7 +570,7 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
             getattr(module, f"{kname}_forward")(*ins, *scalars, losses)
         return _loss_value(losses, reduction, count, rdtype, losses, loss_shape, out)
     if last:
-        buffer = _validate.kernel_buffer(out, x.shape, cdtype, [xr])
+        buffer = _validate.kernel_buffer(out, x.shape, cdtype, ins)
     else:
         buffer = np.empty((rows, C), cdtype)
     grid = buffer.reshape(rows, C)

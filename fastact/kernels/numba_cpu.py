@@ -540,36 +540,127 @@ def _sum8(a, n):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _online_max_sum(x, r, scratch):
-    """(m, s): the max of row r (NaN skipped: it reaches the sum) and sum(exp(x - m)) in
-    float64, in one pass over the row, block by block (rescaling s when the max grows)."""
-    n = x.shape[1]
-    m = -np.inf
-    s = 0.0
-    j = 0
-    while j < n:
-        e = min(j + LOSS_ROW_BLOCK, n)
-        bm = -np.inf
-        for k in range(j, e):
-            v = np.float64(x[r, k])
-            bm = v if v > bm else bm
-        if bm > m:
-            s = s * _exp(m - bm)
-            m = bm
-        shift = m if m > -np.inf else 0.0
-        for k in range(j, e):
-            scratch[k - j] = _exp(np.float64(x[r, k]) - shift)
-        s += _sum8(scratch, e - j)
-        j = e
-    return m, s
+def _block_max(xr, j, e):
+    """max of xr[j:e] in float64 (NaN skipped) over 8 interleaved lanes (vectorisable)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = -np.inf
+    k = j
+    while k + 8 <= e:
+        v = np.float64(xr[k])
+        m0 = v if v > m0 else m0
+        v = np.float64(xr[k + 1])
+        m1 = v if v > m1 else m1
+        v = np.float64(xr[k + 2])
+        m2 = v if v > m2 else m2
+        v = np.float64(xr[k + 3])
+        m3 = v if v > m3 else m3
+        v = np.float64(xr[k + 4])
+        m4 = v if v > m4 else m4
+        v = np.float64(xr[k + 5])
+        m5 = v if v > m5 else m5
+        v = np.float64(xr[k + 6])
+        m6 = v if v > m6 else m6
+        v = np.float64(xr[k + 7])
+        m7 = v if v > m7 else m7
+        k += 8
+    while k < e:
+        v = np.float64(xr[k])
+        m0 = v if v > m0 else m0
+        k += 1
+    a = m0 if m0 > m1 else m1
+    b = m2 if m2 > m3 else m3
+    c = m4 if m4 > m5 else m5
+    d = m6 if m6 > m7 else m7
+    a = a if a > b else b
+    c = c if c > d else d
+    return a if a > c else c
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _single_pinf(x, r):
-    """Position of the only +inf of row r when the row has exactly one and no NaN, else -1."""
+def _shift_term(w, m, v):
+    """w * (m - v), the weighted distance of a logit below the row max, as its limit: 0 for
+    w == 0, +inf for v == -inf (also while the max is still -inf)."""
+    if w == 0.0:
+        return 0.0
+    if v == -np.inf:
+        return np.inf
+    return w * (m - v)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _online_row(xr, q, weight, keep, es, wmode, store, gr, mrec, scratch):
+    """One pass over the row xr (1-D): returns (m, s, sm, wtot) with m the max (NaN skipped),
+    s = sum(exp(xr - m)) in float64, and for wmode 1 (class weights: w = weight) or 2
+    (probability targets: w = weight * (keep * q + es)) sm = sum(w * (m - xr)) (each term its
+    limit, see _shift_term) and wtot = sum(w).  Online: per block of LOSS_ROW_BLOCK elements the
+    block max, a rescale of s (and sm) when the max grows, then the block's exps by a straight
+    vectorisable loop.  With ``store`` the exps (relative to the max at that block, recorded in
+    mrec[block]) also go to gr, which may be xr itself: each element is read before it is
+    written, and xr is not read again."""
+    n = xr.shape[0]
+    m = -np.inf
+    s = 0.0
+    sm = 0.0
+    wtot = 0.0
+    j = 0
+    b = 0
+    while j < n:
+        e = min(j + LOSS_ROW_BLOCK, n)
+        bm = _block_max(xr, j, e)
+        if bm > m:
+            s = s * _exp(m - bm)
+            if wtot != 0.0:
+                sm += (bm - m) * wtot
+            m = bm
+        shift = m if m > -np.inf else 0.0
+        L = e - j
+        if wmode != 0:
+            for k in range(L):
+                v = np.float64(xr[j + k])
+                w = weight[j + k] if wmode == 1 else weight[j + k] * (
+                    keep * np.float64(q[j + k]) + es)
+                sm += _shift_term(w, m, v)
+                wtot += w
+        xb = xr[j:e]
+        for k in range(L):
+            scratch[k] = _exp(np.float64(xb[k]) - shift)
+        s += _sum8(scratch, L)
+        if store:
+            # a separate copy loop: gr may be xr, and a loop that reads xb and writes the same
+            # memory would fail LLVM's overlap check and run scalar
+            mrec[b] = m
+            gb = gr[j:e]
+            for k in range(L):
+                gb[k] = scratch[k]
+        j = e
+        b += 1
+    return m, s, sm, wtot
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _scale_stored(gr, mrec, m, c, ce, weight, n):
+    """gr[j] = c * exp(m_block - m) * gr[j] - ce * weight[j] (ce == 0: no weight term): the
+    stored block exps rescaled to the final max (a multiply per element, no exp)."""
+    j = 0
+    b = 0
+    while j < n:
+        e = min(j + LOSS_ROW_BLOCK, n)
+        f = c * _exp(mrec[b] - m)
+        if ce != 0.0:
+            for k in range(j, e):
+                gr[k] = f * np.float64(gr[k]) - ce * weight[k]
+        else:
+            for k in range(j, e):
+                gr[k] = f * np.float64(gr[k])
+        j = e
+        b += 1
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _single_pinf(xr):
+    """Position of the only +inf of the row when it has exactly one and no NaN, else -1."""
     k = -1
-    for j in range(x.shape[1]):
-        v = x[r, j]
+    for j in range(xr.shape[0]):
+        v = xr[j]
         if v == np.inf:
             if k >= 0:
                 return -1
@@ -581,91 +672,89 @@ def _single_pinf(x, r):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, grad, r,
-            scratch):
+            scratch, mrec):
     """Cross-entropy of row r (class index target), returns the row's loss; writes
-    gs * d loss / d x into grad[r] when want_grad."""
+    gs * d loss / d x into grad[r] when want_grad (grad may be x)."""
     n = x.shape[1]
+    xr = x[r]
     t = target[r]
     if t == ignore_index:
         if want_grad:
+            gr = grad[r]
             for j in range(n):
-                grad[r, j] = 0.0
+                gr[j] = 0.0
         return 0.0
     wt = weight[t]
     es = smoothing / n
     keep = 1.0 - smoothing
-    m, s = _online_max_sum(x, r, scratch)
     a = keep * wt + es * wsum
-    if m == np.inf:
-        k = _single_pinf(x, r)
-        if k >= 0:
-            # the limit: probability 1 at the +inf logit, log-probability -inf elsewhere
-            loss = 0.0 if (wt == 0.0 or t == k) else np.inf
-            if smoothing > 0.0:
-                sm = 0.0
-                for j in range(n):
-                    if j != k and weight[j] != 0.0:
-                        sm = np.inf
-                loss = (0.0 if keep == 0.0 else keep * loss) + es * sm
-            if want_grad:
-                for j in range(n):
-                    grad[r, j] = gs * ((a if j == k else 0.0) - es * weight[j])
-                grad[r, t] = grad[r, t] - gs * keep * wt
-            return loss
+    xt = np.float64(xr[t])
+    gr = grad[r] if want_grad else grad[0]
+    k = _single_pinf(xr) if _block_max(xr, 0, n) == np.inf else -2
+    if k >= 0:
+        # the limit: probability 1 at the +inf logit, log-probability -inf elsewhere
+        loss = 0.0 if (wt == 0.0 or t == k) else np.inf
+        loss = 0.0 if keep == 0.0 else keep * loss
+        if smoothing > 0.0:
+            for j in range(n):
+                if j != k and weight[j] != 0.0:
+                    loss = np.inf
+        if want_grad:
+            for j in range(n):
+                gr[j] = gs * ((a if j == k else 0.0) - es * weight[j])
+            gr[t] = gr[t] - gs * keep * wt
+        return loss
+    if want_grad:
+        m, s, sm, _ = _online_row(xr, xr, weight, keep, es, 1 if smoothing > 0.0 else 0,
+                                  True, gr, mrec, scratch)
+    else:
+        m, s, sm, _ = _online_row(xr, xr, weight, keep, es, 1 if smoothing > 0.0 else 0,
+                                  False, scratch, mrec, scratch)
     ls = math.log(s)
-    xt = np.float64(x[r, t])
-    loss = 0.0 if wt == 0.0 else keep * wt * ((m - xt) + ls)
+    loss = 0.0 if wt == 0.0 else keep * wt * (_shift_term(1.0, m, xt) + ls)
     if smoothing > 0.0:
-        sm = 0.0
-        for j in range(n):
-            w = weight[j]
-            sm += 0.0 if w == 0.0 else w * (m - np.float64(x[r, j]))
         loss += es * (sm + wsum * ls)
     if want_grad:
-        c = gs * a / s
-        if smoothing > 0.0:
-            ce = gs * es
-            for j in range(n):
-                grad[r, j] = c * _exp(np.float64(x[r, j]) - m) - ce * weight[j]
-        else:
-            for j in range(n):
-                grad[r, j] = c * _exp(np.float64(x[r, j]) - m)
-        grad[r, t] = grad[r, t] - gs * keep * wt
+        _scale_stored(gr, mrec, m, gs * a / s, gs * es, weight, n)
+        gr[t] = gr[t] - gs * keep * wt
     return loss
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _ce_prob_row(x, q, weight, smoothing, gs, want_grad, grad, r, scratch):
-    """Cross-entropy of row r against class probabilities q[r]."""
+def _ce_prob_row(x, q, weight, smoothing, gs, want_grad, grad, r, scratch, mrec):
+    """Cross-entropy of row r against class probabilities q[r] (grad may be x, not q)."""
     n = x.shape[1]
+    xr = x[r]
+    qr = q[r]
     es = smoothing / n
     keep = 1.0 - smoothing
-    m, s = _online_max_sum(x, r, scratch)
-    wq_sum = 0.0
-    for j in range(n):
-        wq_sum += weight[j] * (keep * np.float64(q[r, j]) + es)
-    if m == np.inf:
-        k = _single_pinf(x, r)
+    gr = grad[r] if want_grad else grad[0]
+    if _block_max(xr, 0, n) == np.inf:
+        k = _single_pinf(xr)
         if k >= 0:
+            wq_sum = 0.0
             loss = 0.0
             for j in range(n):
-                wq = weight[j] * (keep * np.float64(q[r, j]) + es)
+                wq = weight[j] * (keep * np.float64(qr[j]) + es)
+                wq_sum += wq
                 if j != k and wq != 0.0:
                     loss = np.inf
             if want_grad:
                 for j in range(n):
-                    wq = weight[j] * (keep * np.float64(q[r, j]) + es)
-                    grad[r, j] = gs * ((wq_sum if j == k else 0.0) - wq)
+                    wq = weight[j] * (keep * np.float64(qr[j]) + es)
+                    gr[j] = gs * ((wq_sum if j == k else 0.0) - wq)
             return loss
+    if want_grad:
+        m, s, sm, wq_sum = _online_row(xr, qr, weight, keep, es, 2, True, gr, mrec, scratch)
+    else:
+        m, s, sm, wq_sum = _online_row(xr, qr, weight, keep, es, 2, False, scratch, mrec,
+                                       scratch)
     ls = math.log(s)
-    loss = 0.0
-    c = gs * wq_sum / s
-    for j in range(n):
-        xj = np.float64(x[r, j])
-        wq = weight[j] * (keep * np.float64(q[r, j]) + es)
-        loss += 0.0 if wq == 0.0 else wq * ((m - xj) + ls)
-        if want_grad:
-            grad[r, j] = c * _exp(xj - m) - gs * wq
+    loss = sm + (0.0 if wq_sum == 0.0 else wq_sum * ls)
+    if want_grad:
+        _scale_stored(gr, mrec, m, gs * wq_sum / s, 0.0, weight, n)
+        for j in range(n):
+            gr[j] = gr[j] - gs * (weight[j] * (keep * np.float64(qr[j]) + es))
     return loss
 
 
@@ -689,11 +778,12 @@ def _nll_row(x, target, weight, ignore_index, gs, want_grad, grad, r):
 _LOSS_ROW_TEMPLATE = """
 def cross_entropy_forward__{variant}(x, target, weight, ignore_index, smoothing, loss):
     wsum = _sum8(weight, weight.size)
-    dummy = np.empty((1, 1), np.float64)
+    dummy = np.empty((1, 1), x.dtype)
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, 1.0, False, dummy,
-                          r, scratch)
+                          r, scratch, mrec)
 
 
 def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing, g, loss, grad):
@@ -701,9 +791,10 @@ def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing
     per_row = g.size > 1
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = g[r] if per_row else g[0]
         loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad,
-                          r, scratch)
+                          r, scratch, mrec)
 
 
 def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoothing, grad):
@@ -711,35 +802,39 @@ def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoot
     per_row = gl.size > 1
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = gl[r] if per_row else gl[0]
-        _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad, r, scratch)
+        _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad, r, scratch, mrec)
 
 
 def cross_entropy_prob_forward__{variant}(x, q, weight, smoothing, loss):
-    dummy = np.empty((1, 1), np.float64)
+    dummy = np.empty((1, 1), x.dtype)
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
-        loss[r] = _ce_prob_row(x, q, weight, smoothing, 1.0, False, dummy, r, scratch)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        loss[r] = _ce_prob_row(x, q, weight, smoothing, 1.0, False, dummy, r, scratch, mrec)
 
 
 def cross_entropy_prob_and_grad__{variant}(x, q, weight, smoothing, g, loss, grad):
     per_row = g.size > 1
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = g[r] if per_row else g[0]
-        loss[r] = _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch)
+        loss[r] = _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
 
 
 def cross_entropy_prob_backward__{variant}(gl, x, q, weight, smoothing, grad):
     per_row = gl.size > 1
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = gl[r] if per_row else gl[0]
-        _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch)
+        _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
 
 
 def nll_loss_forward__{variant}(x, target, weight, ignore_index, loss):
-    dummy = np.empty((1, 1), np.float64)
+    dummy = np.empty((1, 1), x.dtype)
     for r in {loop}(x.shape[0]):
         loss[r] = _nll_row(x, target, weight, ignore_index, 1.0, False, dummy, r)
 

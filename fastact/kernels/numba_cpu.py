@@ -45,6 +45,7 @@ JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 
 _SOURCE_FILES = (__file__, _math.__file__, _registry.__file__)
 _GENERATED_FILENAME = "<fastact_numba_cpu_generated>"
+_LOSSES_FILENAME = "<fastact_numba_cpu_losses>"  # the loss kernels (section "losses")
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def _install_cache_locator() -> None:
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            if py_file == _GENERATED_FILENAME:
+            if py_file in (_GENERATED_FILENAME, _LOSSES_FILENAME):
                 return cls(py_func, py_file)
             return None
 
@@ -937,7 +938,7 @@ def _build_losses() -> dict:
             chunks.append(_LOSS_ELEMENTWISE_TEMPLATE.format(
                 name=spec.name, variant=variant, loop=loop, param=param))
     source = "".join(chunks)
-    filename = "<fastact_numba_cpu_losses>"
+    filename = _LOSSES_FILENAME
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     ns = _namespace()
     ns.update(LOSS_BLOCK=LOSS_BLOCK, LOSS_ROW_BLOCK=LOSS_ROW_BLOCK, math=math)
@@ -947,9 +948,8 @@ def _build_losses() -> dict:
         for kname in spec.kernel_names():
             # work size: x (the first or, for backward, the second argument)
             size_index = 1 if kname.endswith("_backward") else 0
-            kernels[kname] = _pick_sized(kname, njit(parallel=True, **JIT_OPTIONS)(
-                ns[f"{kname}__parallel"]), njit(parallel=False, **JIT_OPTIONS)(
-                ns[f"{kname}__serial"]), size_index)
+            kernels[kname] = _pick_sized(kname, _jit_kernel(ns[f"{kname}__parallel"], True),
+                                         _jit_kernel(ns[f"{kname}__serial"], False), size_index)
     return kernels
 
 

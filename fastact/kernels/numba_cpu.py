@@ -514,6 +514,7 @@ def info() -> dict:
 # float64), then the gradient loop (which re-reads the row from cache: 32000 float32 are 128 KiB)
 # writes grad[r, j] right after reading x[r, j], so grad may be x itself.
 
+_exp_single = FORMULAS["exp_poly_single"]
 LOSS_BLOCK = 4096  # elements per partial sum of the elementwise losses (as numpy_ref, cython)
 LOSS_ROW_BLOCK = 512
 
@@ -622,8 +623,12 @@ def _online_row(xr, q, weight, keep, es, wmode, store, gr, mrec, scratch):
                 sm += _shift_term(w, m, v)
                 wtot += w
         xb = xr[j:e]
-        for k in range(L):
-            scratch[k] = _exp(np.float64(xb[k]) - shift)
+        if xr.itemsize == 4:  # float32 data: an exp accurate to float32 suffices
+            for k in range(L):
+                scratch[k] = _exp_single(np.float64(xb[k]) - shift)
+        else:
+            for k in range(L):
+                scratch[k] = _exp(np.float64(xb[k]) - shift)
         s += _sum8(scratch, L)
         if store:
             # a separate copy loop: gr may be xr, and a loop that reads xb and writes the same

@@ -225,3 +225,41 @@ def test_bench(benchmark, request, op, form, dtype, size, backend_column):
         benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
     # share of the machine other processes used meanwhile (report.py flags noisy groups)
     benchmark.extra_info.update(other_cpu=load.value, cpus=_bench.cpu_count())
+
+
+# ------------------------------------------------------------------------------------------------
+# losses: the fused in-place cross-entropy gradient at LLM-vocabulary size
+# ------------------------------------------------------------------------------------------------
+
+CE_SHAPE = (4096, 32000)
+
+
+@pytest.mark.parametrize("column", ["numba", "cython", "numpy-expr"])
+def test_bench_cross_entropy_in_place(benchmark, request, column):
+    """``cross_entropy_and_grad(logits, target, out=logits)`` on a 4096 x 32000 float32
+    problem (the gradient overwrites the logits: no second N x C array) against NumPy's
+    log_softmax + gather + (softmax - onehot) / N.  Each round restores the logits first
+    (``np.copyto``, timed in both columns alike)."""
+    if column in _dispatch.KNOWN and column not in fa.backends():
+        pytest.skip(f"backend {column} unavailable: {fa.backend_info()[column].get('reason')}")
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal(CE_SHAPE, dtype=np.float32)
+    target = rng.integers(0, CE_SHAPE[1], CE_SHAPE[0])
+    logits = x0.copy()
+    if column == "numpy-expr":
+        base = NUMPY_BASELINES[("cross_entropy", "and_grad")].fn
+
+        def target_fn():
+            np.copyto(logits, x0)
+            return base(logits, target)
+    else:
+        def target_fn():
+            np.copyto(logits, x0)
+            return fa.cross_entropy_and_grad(logits, target, out=logits, backend=column)
+    target_fn()
+    benchmark.group = "cross_entropy-and_grad-in-place-float32-4096x32000"
+    benchmark.extra_info.update(backend=column, op="cross_entropy", form="and_grad",
+                                dtype="float32", size=logits.size, shape=list(CE_SHAPE),
+                                bytes=2 * logits.nbytes)
+    benchmark.pedantic(target_fn, rounds=3 if request.config.getoption("bench_quick") else 7,
+                       iterations=1, warmup_rounds=0)

@@ -311,7 +311,7 @@ def bench_shape(spec: _registry.OpSpec, size: int) -> tuple[int, ...]:
     size = int(size)
     if size < 1:
         raise ValueError(f"benchmark size must be >= 1, got {size}")
-    if spec.kind == "rowwise":
+    if spec.kind == "rowwise" or (spec.kind == "loss" and spec.extra["layout"] == "row"):
         width = min(ROW_WIDTH, size)
         return (size // width, width)
     if spec.kind == "channel":
@@ -826,3 +826,110 @@ def bench_report(run: BenchRun, markdown: bool = True) -> str:
     lines.append(f"total wall time: {run.total_s:.1f} s")
     return "\n".join(lines)
 
+
+
+# ------------------------------------------------------------------------------------------------
+# losses: NumPy baselines (the best multi-pass expression a NumPy user would write)
+# ------------------------------------------------------------------------------------------------
+
+def _ce_parts(x, t):
+    n = x.shape[0]
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    r = np.arange(n)
+    return n, r, z, e, s
+
+
+@_baseline("cross_entropy", "forward",
+           "z = x - x.max(1, keepdims=True); (np.log(np.exp(z).sum(1)) - z[r, t]).mean()")
+def _cross_entropy(x, t):
+    n, r, z, e, s = _ce_parts(x, t)
+    return (np.log(s[:, 0]) - z[r, t]).mean()
+
+
+@_baseline("cross_entropy", "and_grad",
+           "log_softmax + gather + (softmax - onehot) / N: e = exp(z); p = e / s; p[r, t] -= 1")
+def _cross_entropy_and_grad(x, t):
+    n, r, z, e, s = _ce_parts(x, t)
+    loss = (np.log(s[:, 0]) - z[r, t]).mean()
+    p = e / s
+    p[r, t] -= 1
+    p /= x.dtype.type(n)
+    return loss, p
+
+
+@_baseline("cross_entropy", "backward", "g * (softmax(x) - onehot(t)) / N")
+def _cross_entropy_backward(g, x, t):
+    n, r, z, e, s = _ce_parts(x, t)
+    p = e / s
+    p[r, t] -= 1
+    p *= x.dtype.type(g / n)
+    return p
+
+
+@_baseline("nll_loss", "forward", "-x[r, t].mean()")
+def _nll_loss(x, t):
+    return -x[np.arange(x.shape[0]), t].mean()
+
+
+@_baseline("nll_loss", "and_grad", "-x[r, t].mean(); g = zeros_like(x); g[r, t] = -1 / N")
+def _nll_loss_and_grad(x, t):
+    n = x.shape[0]
+    r = np.arange(n)
+    g = np.zeros_like(x)
+    g[r, t] = -1 / n
+    return -x[r, t].mean(), g
+
+
+@_baseline("nll_loss", "backward", "g = zeros_like(x); g[r, t] = -grad_loss / N")
+def _nll_loss_backward(gl, x, t):
+    n = x.shape[0]
+    g = np.zeros_like(x)
+    g[np.arange(n), t] = -gl / n
+    return g
+
+
+#: elementwise loss -> (expression text, loss(x, y), d loss / d x (x, y)) in NumPy
+_ELEMENTWISE_LOSS_EXPR = {
+    "binary_cross_entropy": (
+        "-(y * np.log(x) + (1 - y) * np.log1p(-x)); (x - y) / (x * (1 - x))",
+        lambda x, y: -(y * np.log(x) + (1 - y) * np.log1p(-x)),
+        lambda x, y: (x - y) / (x * (1 - x))),
+    "binary_cross_entropy_with_logits": (
+        "(1 - y) * x + np.logaddexp(0, -x); 1 / (1 + np.exp(-x)) - y",
+        lambda x, y: (1 - y) * x + np.logaddexp(x.dtype.type(0), -x),
+        lambda x, y: 1 / (1 + np.exp(-x)) - y),
+    "mse_loss": ("(x - y) ** 2; 2 * (x - y)", lambda x, y: (x - y) ** 2,
+                 lambda x, y: 2 * (x - y)),
+    "l1_loss": ("np.abs(x - y); np.sign(x - y)", lambda x, y: np.abs(x - y),
+                lambda x, y: np.sign(x - y)),
+    "huber_loss": (
+        "d = x - y; a = np.abs(d); np.where(a < 1, 0.5 * d * d, a - 0.5); np.clip(d, -1, 1)",
+        lambda x, y: np.where(np.abs(x - y) < 1, (x - y) ** 2 / 2, np.abs(x - y) - 0.5),
+        lambda x, y: np.clip(x - y, -1, 1)),
+    "smooth_l1_loss": (
+        "d = x - y; a = np.abs(d); np.where(a < 1, 0.5 * d * d, a - 0.5); np.clip(d, -1, 1)",
+        lambda x, y: np.where(np.abs(x - y) < 1, (x - y) ** 2 / 2, np.abs(x - y) - 0.5),
+        lambda x, y: np.clip(x - y, -1, 1)),
+    "kl_div": ("y * (np.log(y) - x); -y", lambda x, y: y * (np.log(y) - x), lambda x, y: -y),
+}
+
+
+def _define_loss_baselines():
+    for name, (expr, value, grad) in _ELEMENTWISE_LOSS_EXPR.items():
+        def forward(x, y, value=value):
+            return value(x, y).mean()
+
+        def and_grad(x, y, value=value, grad=grad):
+            return value(x, y).mean(), grad(x, y) / x.dtype.type(x.size)
+
+        def backward(g, x, y, grad=grad):
+            return grad(x, y) * x.dtype.type(g / x.size)
+
+        _baseline(name, "forward", f"({expr.split(';')[0]}).mean()")(forward)
+        _baseline(name, "and_grad", expr + " (mean and its gradient)")(and_grad)
+        _baseline(name, "backward", expr.split(";")[-1].strip() + " * grad_loss / n")(backward)
+
+
+_define_loss_baselines()

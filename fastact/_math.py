@@ -209,3 +209,118 @@ def elu_and_derivative(x, alpha):
 def elu_derivative_from_y(y, alpha):
     # for x <= 0: y = alpha (e^x - 1), so alpha e^x = y + alpha (valid for alpha >= 0)
     return 1.0 if y > 0.0 else y + alpha
+
+
+# --- losses: per-element value and gradient (kernels multiply by the element weight) -----------
+# Each takes (x, y, p): input, target and one parameter (delta, beta, pos_weight, log_target as
+# 0/1; unused by mse/l1/bce).  0 * inf is never formed where the mathematical limit is finite:
+# a zero factor short-circuits (PyTorch returns NaN there; DESIGN.md / fastact docs say so).
+
+from math import log, log1p  # noqa: E402  (libm names for the loss formulas)
+
+BCE_LOG_FLOOR = -100.0  # PyTorch clamps log(x) and log(1 - x) at -100
+BCE_EPS = 9.999999960041972e-13  # and the gradient's denominator x (1 - x) at float32(1e-12)
+
+
+def exp_poly_single(x):
+    # exp for results rounded to float32 (the loss kernels on float32 data): exp_poly's range
+    # reduction with the Taylor series cut at r^7 (truncation < 8e-9 relative, 0.13 ULP of
+    # float32), in float64; half the polynomial of exp_poly
+    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    p = 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
+    return p * pow2(k1) * pow2(k - k1)
+
+
+def mse_loss_value(x, y, p):
+    d = x - y
+    return d * d
+
+
+def mse_loss_grad(x, y, p):
+    return 2.0 * (x - y)
+
+
+def l1_loss_value(x, y, p):
+    return fabs(x - y)
+
+
+def l1_loss_grad(x, y, p):
+    # sign(x - y), 0 at 0, NaN kept (PyTorch's sgn)
+    d = x - y
+    return 1.0 if d > 0.0 else (-1.0 if d < 0.0 else d * 0.0)
+
+
+def huber_loss_value(x, y, p):
+    d = fabs(x - y)
+    return 0.5 * d * d if d < p else p * (d - 0.5 * p)
+
+
+def huber_loss_grad(x, y, p):
+    d = x - y
+    return -p if d < -p else (p if d > p else d)
+
+
+def smooth_l1_loss_value(x, y, p):
+    # beta == 0 is the l1 loss (PyTorch)
+    d = fabs(x - y)
+    return 0.5 * d * d / p if d < p else d - 0.5 * p
+
+
+def smooth_l1_loss_grad(x, y, p):
+    d = x - y
+    return (-1.0 if d <= -p else (1.0 if d >= p else d / p)) if p > 0.0 else l1_loss_grad(x, y, p)
+
+
+def binary_cross_entropy_value(x, y, p):
+    # -(y log x + (1 - y) log(1 - x)), both logs clamped at -100 (PyTorch); x in [0, 1]
+    lx = log(x)
+    lx = BCE_LOG_FLOOR if lx < BCE_LOG_FLOOR else lx
+    l1x = log1p(-x)
+    l1x = BCE_LOG_FLOOR if l1x < BCE_LOG_FLOOR else l1x
+    return -(y * lx + (1.0 - y) * l1x)
+
+
+def binary_cross_entropy_grad(x, y, p):
+    # (x - y) / max(x (1 - x), eps) with PyTorch's eps, the float32 constant 1e-12
+    den = x * (1.0 - x)
+    den = BCE_EPS if den < BCE_EPS else den
+    return (x - y) / den
+
+
+def binary_cross_entropy_with_logits_value(x, y, p):
+    # (1 - y) x + l softplus(-x) with l = 1 + (p - 1) y, p = pos_weight; stable form:
+    # x >= 0: (1 - y) x + l log1p(exp(-x));  x < 0: -p y x + l log1p(exp(x)).
+    # A zero factor of an infinite x contributes 0 (the limit), not NaN.
+    lw = 1.0 + (p - 1.0) * y
+    sp = log1p(exp_poly(-fabs(x)))
+    a = (1.0 - y) if x >= 0.0 else -p * y
+    lin = 0.0 if a == 0.0 else a * x
+    return lin + (0.0 if lw == 0.0 else lw * sp)
+
+
+def binary_cross_entropy_with_logits_grad(x, y, p):
+    # l sigmoid(x) - p y
+    lw = 1.0 + (p - 1.0) * y
+    return lw * sigmoid(x) - p * y
+
+
+def kl_div_value(x, y, p):
+    # log_target (p = 1): exp(y) (y - x);  else y (log y - x), 0 where y == 0 (xlogy)
+    e = exp_poly(y)
+    lt = 0.0 if e == 0.0 else e * (y - x)
+    ly = 0.0 if y == 0.0 else y * (log(y) - x)
+    return lt if p != 0.0 else ly
+
+
+def kl_div_grad(x, y, p):
+    return -exp_poly(y) if p != 0.0 else -y

@@ -20,6 +20,12 @@ ELEMENTWISE_FORMS = ("forward", "derivative", "and_derivative", "backward")
 #: Forms of a row-wise op (softmax family).
 ROWWISE_FORMS = ("forward", "backward")
 
+#: Forms of a loss: value, value and gradient in one pass, and the backward pass.
+LOSS_FORMS = ("forward", "and_grad", "backward")
+
+#: Reductions of the losses (kl_div also takes 'batchmean').
+REDUCTIONS = ("none", "mean", "sum")
+
 #: dtypes the kernels are compiled for; float16 is computed in float32 and rounded once.
 KERNEL_DTYPES = ("float32", "float64")
 PUBLIC_DTYPES = ("float16", "float32", "float64")
@@ -79,7 +85,9 @@ class OpSpec:
     ----------
     name : the public name (``fa.<name>``), the kernel prefix and the test/benchmark id.
     kind : ``"elementwise"`` (formulas in ``_math.py``, kernels generated), ``"channel"``
-        (prelu: a per-channel weight) or ``"rowwise"`` (softmax family, along an axis).
+        (prelu: a per-channel weight), ``"rowwise"`` (softmax family, along an axis) or
+        ``"loss"`` (forms ``LOSS_FORMS``; ``extra["layout"]`` is ``"row"`` for the class-axis
+        losses and ``"elementwise"`` for the others, ``extra["kernels"]`` their kernel names).
     params : scalar parameters, in signature order, with PyTorch's defaults.
     forms : which public forms exist.
     y_backward : ``None`` if ``NAME_backward`` cannot take ``y=``; otherwise a predicate on
@@ -123,6 +131,8 @@ class OpSpec:
 
     def kernel_names(self) -> tuple[str, ...]:
         """Kernel names every backend module defines for this op (DESIGN.md section 6)."""
+        if "kernels" in self.extra:  # losses: listed explicitly (variants per target kind)
+            return tuple(self.extra["kernels"])
         names = [f"{self.name}_{f}" for f in self.forms]
         if self.y_backward is not None:
             names.append(f"{self.name}_backward_from_y")
@@ -207,6 +217,68 @@ OPS: tuple[OpSpec, ...] = (
     ),
 )
 
+
+# ------------------------------------------------------------------------------------------------
+# losses (kind "loss"): appended at the end of OPS
+# ------------------------------------------------------------------------------------------------
+
+def _reduction(extra: tuple[str, ...] = ()) -> Param:
+    return Param("reduction", "mean", choices=REDUCTIONS + extra)
+
+
+def _elementwise_loss(name: str, params: tuple[Param, ...], summary: str, numpy_expr: str,
+                      weights: tuple[str, ...] = (), reductions: tuple[str, ...] = ()):
+    """An elementwise loss: kernels ``NAME_forward/_and_grad/_backward`` with the uniform
+    signature of ``kernels/numpy_ref.py`` (input, target, weight, pos_weight, param, ...)."""
+    return OpSpec(
+        name, "loss", forms=LOSS_FORMS, params=params + (_reduction(reductions),),
+        bench_sizes=(100_000, 1_000_000, 10_000_000), numpy_expr=numpy_expr, summary=summary,
+        extra={"layout": "elementwise", "weights": weights, "target": "same",
+               "kernels": tuple(f"{name}_{f}" for f in LOSS_FORMS)})
+
+
+LOSS_OPS: tuple[OpSpec, ...] = (
+    OpSpec(
+        "cross_entropy", "loss", forms=LOSS_FORMS,
+        params=(Param("ignore_index", -100, "integer"), _reduction(),
+                Param("label_smoothing", 0.0, "unit")),
+        bench_sizes=(100_000, 1_000_000, 10_000_000),
+        numpy_expr="lp = log_softmax(x); -lp[arange(N), t].mean(); (softmax(x) - onehot(t)) / N",
+        summary="softmax cross-entropy of logits against class indices or class probabilities",
+        extra={"layout": "row", "weights": ("weight",), "target": "class or probability",
+               "kernels": ("cross_entropy_forward", "cross_entropy_and_grad",
+                           "cross_entropy_backward", "cross_entropy_prob_forward",
+                           "cross_entropy_prob_and_grad", "cross_entropy_prob_backward")},
+    ),
+    OpSpec(
+        "nll_loss", "loss", forms=LOSS_FORMS,
+        params=(Param("ignore_index", -100, "integer"), _reduction()),
+        bench_sizes=(100_000, 1_000_000, 10_000_000),
+        numpy_expr="-x[arange(N), t].mean()",
+        summary="negative log-likelihood of log-probabilities against class indices",
+        extra={"layout": "row", "weights": ("weight",), "target": "class",
+               "kernels": ("nll_loss_forward", "nll_loss_and_grad", "nll_loss_backward")},
+    ),
+    _elementwise_loss("binary_cross_entropy", (), "binary cross-entropy of probabilities",
+                      "-(y * np.log(x) + (1 - y) * np.log1p(-x)).mean()", weights=("weight",)),
+    _elementwise_loss("binary_cross_entropy_with_logits", (),
+                      "binary cross-entropy of logits (sigmoid fused in, stable form)",
+                      "((1 - y) * x + np.logaddexp(0, -x)).mean()",
+                      weights=("weight", "pos_weight")),
+    _elementwise_loss("mse_loss", (), "mean squared error", "((x - y) ** 2).mean()"),
+    _elementwise_loss("l1_loss", (), "mean absolute error", "np.abs(x - y).mean()"),
+    _elementwise_loss("huber_loss", (Param("delta", 1.0, "positive"),), "Huber loss",
+                      "d = np.abs(x - y); np.where(d < 1, 0.5 * d * d, d - 0.5).mean()"),
+    _elementwise_loss("smooth_l1_loss", (Param("beta", 1.0, "nonnegative"),),
+                      "smooth L1 loss (Huber loss divided by beta)",
+                      "d = np.abs(x - y); np.where(d < 1, 0.5 * d * d, d - 0.5).mean()"),
+    _elementwise_loss("kl_div", (Param("log_target", False, "bool"),),
+                      "Kullback-Leibler divergence of log-probabilities from a target",
+                      "(y * (np.log(y) - x)).mean()", reductions=("batchmean",)),
+)
+
+OPS = OPS + LOSS_OPS
+
 OPS_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
 
 
@@ -222,6 +294,10 @@ def get(name: str) -> OpSpec:
 def reduces(spec: OpSpec) -> bool:
     """Whether a row-wise op reduces its axis (logsumexp: one value per row, ``keepdims``)."""
     return bool(spec.extra.get("reduces", False))
+
+
+def loss_ops() -> tuple[OpSpec, ...]:
+    return tuple(op for op in OPS if op.kind == "loss")
 
 
 def elementwise_ops() -> tuple[OpSpec, ...]:

@@ -22,6 +22,8 @@ def example_call(spec: _registry.OpSpec, form: str, x: np.ndarray, *, use_y: boo
     Used by warmup, the benchmarks and the tests.
     """
     fn = public_function(spec, form)
+    if spec.kind == "loss":
+        return fn, *_loss_operands(spec, form, x, params)
     kwargs = dict(spec.defaults if params is None else params)
     args = [x]
     if spec.kind == "channel":
@@ -41,6 +43,29 @@ def example_call(spec: _registry.OpSpec, form: str, x: np.ndarray, *, use_y: boo
     if spec.kind == "channel" and form != "backward":
         args.append(kwargs.pop("weight"))
     return fn, args, kwargs
+
+
+def _loss_operands(spec: _registry.OpSpec, form: str, x: np.ndarray, params: dict | None):
+    """(args, kwargs) of a loss: x (rows, C) logits / an elementwise input, a deterministic
+    target (class indices in range; values in [0, 1] where the loss wants probabilities);
+    binary_cross_entropy gets sigmoid(x) as its input.  ``backward`` gets grad_loss=1.0."""
+    kwargs = dict(params or {})
+    if spec.extra["layout"] == "row":
+        C = x.shape[1] if x.ndim >= 2 else x.shape[0]
+        tshape = (x.shape[0],) + x.shape[2:] if x.ndim >= 2 else ()
+        target = (np.arange(int(np.prod(tshape)), dtype=np.int64) * 7919 % max(C, 1)).reshape(
+            tshape)
+        inp = x
+    else:
+        pattern = (np.cos(np.arange(x.size, dtype=np.float64)) + 1) / 2
+        target = pattern.astype(x.dtype).reshape(x.shape)
+        inp = x
+        if spec.name == "binary_cross_entropy":
+            inp = (1 / (1 + np.exp(-np.clip(x.astype(np.float64), -30, 30)))).astype(x.dtype)
+    args = [inp, target]
+    if form == "backward":
+        args = [1.0] + args
+    return args, kwargs
 
 
 def warmup(ops=None, dtypes=None) -> list[str]:
@@ -70,6 +95,8 @@ def warmup(ops=None, dtypes=None) -> list[str]:
                                       else (False,)):
                             fn, args, kwargs = example_call(spec, form, x, use_y=use_y)
                             fn(*args, backend="numba", **kwargs)
+                            if spec.kind == "loss":  # reductions other than 'mean'
+                                fn(*args, backend="numba", reduction="none", **kwargs)
                             if spec.kind == "rowwise":  # masked variant
                                 fn(*args, backend="numba", where=x > -1.5, **kwargs)
     finally:

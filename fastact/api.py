@@ -505,3 +505,373 @@ for _fn in (softmax, log_softmax, softmax_backward, log_softmax_backward, softmi
             softmin_backward, logsumexp):
     _fn.__doc__ = _ROW_DOCS[_fn.__name__]
 del _fn
+
+
+# ------------------------------------------------------------------------------------------------
+# losses
+# ------------------------------------------------------------------------------------------------
+#
+# Every loss validates everything (and runs its pre-pass: target range, BCE input range) before
+# any kernel runs; kernels see (rows, C) / flat C-contiguous arrays, float64 weights and int64
+# targets.  Per-row / per-block partial losses come back in float64; the reduction is a pairwise
+# np.sum of those, divided once, rounded once to the result dtype.
+
+from numbers import Integral as _Integral  # noqa: E402
+
+_LOSS_FNAMES = {(op.name, form): _PREFIX + op.public_name(form) for op in _registry.OPS
+                if op.kind == "loss" for form in op.forms}
+
+
+def _loss_reduction(fname: str, reduction, spec) -> str:
+    choices = next(p for p in spec.params if p.name == "reduction").choices
+    if not isinstance(reduction, str) or reduction not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{fname}: reduction must be one of {allowed}, got {reduction!r}")
+    return reduction
+
+
+def _loss_target_float(fname: str, target) -> np.ndarray:
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype == np.bool_:
+        raise TypeError(f"{fname}: target must be a float array, got dtype bool; convert it "
+                        "first, e.g. target.astype(np.float32)")
+    return _validate.as_array(fname, "target", target)
+
+
+def _loss_grad_loss(fname: str, grad_loss, shape: tuple) -> np.ndarray:
+    """grad_loss as float64, size 1 (a scalar) or the unreduced loss's size (flat)."""
+    if isinstance(grad_loss, (bool, np.bool_)):
+        raise TypeError(f"{fname}: grad_loss must be a real number or a float array, got bool")
+    g = _validate.as_array(fname, "grad_loss", grad_loss)
+    if g.size == 1 and g.ndim <= len(shape):
+        return np.asarray(g, dtype=np.float64).reshape(1)
+    try:
+        b = np.broadcast_to(g, shape)
+    except ValueError:
+        raise ValueError(f"{fname}: grad_loss has shape {g.shape}, which does not broadcast to "
+                         f"the unreduced loss shape {shape}") from None
+    return np.ascontiguousarray(b, dtype=np.float64).reshape(-1)
+
+
+def _loss_forward_out(fname: str, out, reduction: str, shape: tuple, rdtype):
+    """``out`` of a forward loss: only with reduction='none', shaped like the loss."""
+    if out is None:
+        return None
+    if reduction != "none":
+        raise ValueError(f"{fname}: out is only accepted with reduction='none' (a reduced loss "
+                         "is a NumPy scalar)")
+    return _validate.check_out(fname, "out", out, shape, rdtype)
+
+
+def _loss_value(partial_sum_parts: np.ndarray, reduction: str, count: float, rdtype,
+                none_values=None, none_shape=None, out=None):
+    """The reduced loss as a NumPy scalar of ``rdtype`` (or the 'none' array, in ``out``)."""
+    with np.errstate(all="ignore"):
+        if reduction == "none":
+            if out is not None:
+                np.copyto(out, none_values.reshape(none_shape))
+                return out
+            return np.array(none_values.reshape(none_shape), dtype=rdtype)
+        total = np.float64(np.sum(partial_sum_parts)) if partial_sum_parts.size else np.float64(0)
+        if reduction != "sum":
+            total = total / np.float64(count)
+        return rdtype.type(total)
+
+
+def _loss_class_weight(fname: str, weight, C: int) -> np.ndarray:
+    if weight is None:
+        return np.ones(C, np.float64)
+    w = _validate.as_array(fname, "weight", weight)
+    if w.ndim != 1 or w.shape[0] != C:
+        raise ValueError(f"{fname}: weight has shape {w.shape}, expected ({C},) (one weight "
+                         "per class)")
+    return np.ascontiguousarray(w, dtype=np.float64)
+
+
+def _range_check(fname: str, t: np.ndarray, C: int, ignore_index: int, shape: tuple) -> None:
+    """The pre-pass: every target in [0, C) or equal to ignore_index, else IndexError."""
+    bad = ((t < 0) | (t >= C)) & (t != ignore_index)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        pos = np.unravel_index(k, shape) if shape else ()
+        raise IndexError(f"{fname}: target value {int(t[k])} at position {tuple(int(i) for i in pos)} "
+                         f"is out of range for {C} classes (valid: 0..{C - 1}, or "
+                         f"ignore_index={ignore_index})")
+
+
+def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_index,
+              reduction, label_smoothing, axis, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _LOSS_FNAMES[name, form]
+    x = _validate.as_array(fname, "input", input)
+    rdtype = _validate.result_dtype(x)
+    cdtype = _validate.compute_dtype(rdtype)
+    reduction = _loss_reduction(fname, reduction, spec)
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, _Integral):
+        raise TypeError(f"{fname}: ignore_index must be an integer, got "
+                        f"{type(ignore_index).__name__}")
+    ignore_index = int(ignore_index)
+    smoothing = 0.0
+    if name == "cross_entropy":
+        smoothing = _validate.real_param(fname, "label_smoothing", label_smoothing)
+        if not 0.0 <= smoothing <= 1.0:
+            raise ValueError(f"{fname}: label_smoothing must be in [0, 1], got {smoothing}")
+    if x.ndim == 0:
+        raise ValueError(f"{fname}: input must have a class axis (1-D (C,) or (N, C, ...)), "
+                         "got a 0-d array")
+    if axis is None:
+        ax = 1 if x.ndim >= 2 else 0
+    else:
+        ax = _validate.normalize_axis(fname, axis, x.ndim)
+    C = x.shape[ax]
+    loss_shape = x.shape[:ax] + x.shape[ax + 1:]
+    rows = math.prod(loss_shape)
+    # target: class indices (any integer dtype) or, for cross_entropy, probabilities
+    t_raw = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t_raw.dtype == np.bool_:
+        raise TypeError(f"{fname}: target must be integer class indices"
+                        f"{' or float probabilities' if name == 'cross_entropy' else ''}, got "
+                        "dtype bool; convert it first, e.g. target.astype(np.int64)")
+    prob = t_raw.dtype.kind == "f" and name == "cross_entropy"
+    if prob:
+        q = _validate.as_array(fname, "target", t_raw)
+        if q.shape != x.shape:
+            raise ValueError(f"{fname}: probability target has shape {q.shape}, expected "
+                             f"{x.shape} (the input's shape; fastact does not broadcast)")
+    elif t_raw.dtype.kind in "iu":
+        if t_raw.shape != loss_shape:
+            raise ValueError(f"{fname}: target has shape {t_raw.shape}, expected {loss_shape} "
+                             f"(the input's shape without the class axis {ax})")
+    else:
+        raise TypeError(f"{fname}: target must be integer class indices"
+                        f"{' or float probabilities' if name == 'cross_entropy' else ''}, got "
+                        f"dtype {t_raw.dtype}")
+    w = _loss_class_weight(fname, weight, C)
+    if form != "forward":
+        out = _validate.check_out(fname, "out", out, x.shape, rdtype)
+    else:
+        out = _loss_forward_out(fname, out, reduction, loss_shape, rdtype)
+    if form == "backward":
+        g = _loss_grad_loss(fname, grad_loss, loss_shape)
+    # pre-pass (no kernel has run, nothing is written yet)
+    if prob:
+        count = float(rows)
+    else:
+        t = t_raw.astype(np.int64, copy=False).reshape(-1)
+        if t_raw.dtype.kind == "u" and t_raw.dtype.itemsize == 8:
+            t = np.where(t_raw.reshape(-1) > np.iinfo(np.int64).max, np.int64(C), t)
+        _range_check(fname, t, C, ignore_index, loss_shape)
+        t = np.ascontiguousarray(t)
+        keep = t != ignore_index
+        count = float(np.sum(w[t[keep]])) if rows else 0.0
+    _, module = _dispatch.resolve(backend)
+    last = ax == x.ndim - 1
+
+    def to_rows(a, dtype):
+        moved = a if last else np.moveaxis(a, ax, -1)
+        return np.ascontiguousarray(moved, dtype=dtype).reshape(rows, C)
+
+    xr = to_rows(x, cdtype)
+    ins = [xr, to_rows(q, cdtype)] if prob else [xr, t]
+    kname = f"{name}_prob" if prob else name
+    scalars = (w, smoothing) if prob else ((w, ignore_index, smoothing) if name == "cross_entropy"
+                                         else (w, ignore_index))
+    # gradient scale of the reduced loss; all targets ignored ('mean' loss NaN): gradient 0
+    scale = (1.0 / count if count else 0.0) if reduction == "mean" else 1.0
+    losses = np.zeros(rows, np.float64)
+    work = rows * C > 0
+    if form == "forward":
+        if work:
+            getattr(module, f"{kname}_forward")(*ins, *scalars, losses)
+        return _loss_value(losses, reduction, count, rdtype, losses, loss_shape, out)
+    if last:
+        buffer = _validate.kernel_buffer(out, x.shape, cdtype, ins)
+    else:
+        buffer = np.empty((rows, C), cdtype)
+    grid = buffer.reshape(rows, C)
+    if form == "and_grad":
+        gk = np.array([scale])
+        if work:
+            getattr(module, f"{kname}_and_grad")(*ins, *scalars, gk, losses, grid)
+    else:
+        gk = g * scale if reduction != "none" else g
+        if work:
+            getattr(module, f"{kname}_backward")(gk, *ins, *scalars, grid)
+    if last:
+        grad = _validate.deliver(out, buffer, x.shape, rdtype)
+    else:
+        moved = np.moveaxis(grid.reshape(loss_shape + (C,)), -1, ax)
+        with np.errstate(over="ignore"):
+            if out is None:
+                grad = np.ascontiguousarray(moved, dtype=rdtype)
+            else:
+                np.copyto(out, moved)
+                grad = out
+    if form == "backward":
+        return grad
+    return _loss_value(losses, reduction, count, rdtype, losses, loss_shape), grad
+
+
+def _elementwise_weight(fname: str, argname: str, weight, shape: tuple, n: int) -> np.ndarray:
+    """Element weights as float64: size 1 (None or a single value) or n (broadcast to the
+    input's shape, as PyTorch does for ``weight`` and ``pos_weight``)."""
+    if weight is None:
+        return np.ones(1, np.float64)
+    w = _validate.as_array(fname, argname, weight)
+    if w.size == 1 and w.ndim <= len(shape):
+        return np.asarray(w, dtype=np.float64).reshape(1)
+    try:
+        b = np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(f"{fname}: {argname} has shape {w.shape}, which does not broadcast "
+                         f"to the input's shape {shape}") from None
+    return np.ascontiguousarray(b, dtype=np.float64).reshape(-1)
+
+
+_LOSS_BLOCK = 4096  # elements per partial sum of the elementwise loss kernels (all backends)
+
+
+def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, pos_weight,
+                      param, reduction, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _LOSS_FNAMES[name, form]
+    x = _validate.as_array(fname, "input", input)
+    y = _loss_target_float(fname, target)
+    shape = _validate.same_shape(fname, {"input": x, "target": y})
+    rdtype = _validate.result_dtype(x)
+    cdtype = _validate.compute_dtype(rdtype)
+    reduction = _loss_reduction(fname, reduction, spec)
+    p = 0.0
+    scalar = [pp for pp in spec.params if pp.name != "reduction"]
+    if scalar:
+        pname = scalar[0].name
+        if pname == "log_target":
+            if not isinstance(param, (bool, np.bool_)):
+                raise TypeError(f"{fname}: log_target must be a bool, got "
+                                f"{type(param).__name__}")
+            p = 1.0 if param else 0.0
+        else:
+            p = _validate.real_param(fname, pname, param, scalar[0].check)
+    n = x.size
+    w = _elementwise_weight(fname, "weight", weight, shape, n)
+    pw = _elementwise_weight(fname, "pos_weight", pos_weight, shape, n)
+    if form != "forward":
+        out = _validate.check_out(fname, "out", out, shape, rdtype)
+    else:
+        out = _loss_forward_out(fname, out, reduction, shape, rdtype)
+    if form == "backward":
+        g = _loss_grad_loss(fname, grad_loss, shape)
+    xf = _validate.flat(x, cdtype)
+    yf = _validate.flat(y, cdtype)
+    if name == "binary_cross_entropy":  # documented pre-pass: probabilities in [0, 1]
+        bad = ~((xf >= 0) & (xf <= 1))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            pos = tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
+            raise ValueError(f"{fname}: input must hold probabilities in [0, 1]; found "
+                             f"{float(xf[k])!r} at position {pos}")
+    count = float(n) if reduction != "batchmean" else float(shape[0] if shape else 1)
+    scale = (1.0 / count if count else math.nan) if reduction in ("mean", "batchmean") else 1.0
+    _, module = _dispatch.resolve(backend)
+    nb = (n + _LOSS_BLOCK - 1) // _LOSS_BLOCK
+    partial = np.zeros(nb, np.float64)
+    none = reduction == "none"
+    per = np.empty(n if none else 0, np.float64)
+    if form == "forward":
+        if n:
+            getattr(module, f"{name}_forward")(xf, yf, w, pw, p, per, partial)
+        return _loss_value(partial, reduction, count, rdtype, per, shape, out)
+    buffer = _validate.kernel_buffer(out, shape, cdtype, [xf, yf])
+    bflat = buffer.reshape(-1)
+    if form == "and_grad":
+        if n:
+            getattr(module, f"{name}_and_grad")(xf, yf, w, pw, p, np.array([scale]), per,
+                                                bflat, partial)
+        grad = _validate.deliver(out, buffer, shape, rdtype)
+        return _loss_value(partial, reduction, count, rdtype, per, shape), grad
+    gk = g if none else g * scale
+    if n:
+        getattr(module, f"{name}_backward")(gk, xf, yf, w, pw, p, bflat)
+    return _validate.deliver(out, buffer, shape, rdtype)
+
+
+# -- cross_entropy / nll_loss ---------------------------------------------------------------------
+
+def cross_entropy(input, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, axis=None, out=None, backend=None):
+    return _row_loss("cross_entropy", "forward", None, input, target, weight, ignore_index,
+                     reduction, label_smoothing, axis, out, backend)
+
+
+def cross_entropy_and_grad(input, target, *, weight=None, ignore_index=-100, reduction="mean",
+                           label_smoothing=0.0, axis=None, out=None, backend=None):
+    return _row_loss("cross_entropy", "and_grad", None, input, target, weight, ignore_index,
+                     reduction, label_smoothing, axis, out, backend)
+
+
+def cross_entropy_backward(grad_loss, input, target, *, weight=None, ignore_index=-100,
+                           reduction="mean", label_smoothing=0.0, axis=None, out=None,
+                           backend=None):
+    return _row_loss("cross_entropy", "backward", grad_loss, input, target, weight,
+                     ignore_index, reduction, label_smoothing, axis, out, backend)
+
+
+def nll_loss(input, target, *, weight=None, ignore_index=-100, reduction="mean", axis=None,
+             out=None, backend=None):
+    return _row_loss("nll_loss", "forward", None, input, target, weight, ignore_index,
+                     reduction, 0.0, axis, out, backend)
+
+
+def nll_loss_and_grad(input, target, *, weight=None, ignore_index=-100, reduction="mean",
+                      axis=None, out=None, backend=None):
+    return _row_loss("nll_loss", "and_grad", None, input, target, weight, ignore_index,
+                     reduction, 0.0, axis, out, backend)
+
+
+def nll_loss_backward(grad_loss, input, target, *, weight=None, ignore_index=-100,
+                      reduction="mean", axis=None, out=None, backend=None):
+    return _row_loss("nll_loss", "backward", grad_loss, input, target, weight, ignore_index,
+                     reduction, 0.0, axis, out, backend)
+
+
+# -- elementwise losses: generated (uniform signatures) ----------------------------------------------
+
+def _elementwise_loss_source(spec: _registry.OpSpec, form: str) -> str:
+    fn = spec.public_name(form)
+    weights = spec.extra["weights"]
+    scalar = [p for p in spec.params if p.name != "reduction"]
+    kw = "".join(f"{w}=None, " for w in weights)
+    kw += "".join(f"{p.name}={p.default!r}, " for p in scalar)
+    kw += "reduction='mean', "
+    wargs = ", ".join(w if w in weights else "None" for w in ("weight", "pos_weight"))
+    parg = scalar[0].name if scalar else "None"
+    head = "grad_loss, input, target" if form == "backward" else "input, target"
+    gl = "grad_loss" if form == "backward" else "None"
+    outkw, outarg = "out=None, ", "out"
+    return (f"def {fn}({head}, *, {kw}{outkw}backend=None):\n"
+            f"    return _elementwise_loss({spec.name!r}, {form!r}, {gl}, input, target, "
+            f"{wargs}, {parg}, reduction, {outarg}, backend)\n")
+
+
+def _define_elementwise_losses() -> None:
+    for spec in _registry.loss_ops():
+        if spec.extra.get("layout") != "elementwise":
+            continue
+        for form in spec.forms:
+            source = _elementwise_loss_source(spec, form)
+            exec(compile(source, f"<fastact.api: {spec.public_name(form)}>", "exec"), globals())
+
+
+_define_elementwise_losses()
+
+
+def _document_losses() -> None:
+    from ._docs import LOSS_DOCS
+
+    for spec in _registry.loss_ops():
+        for form in spec.forms:
+            fn = globals()[spec.public_name(form)]
+            fn.__doc__ = LOSS_DOCS.get(fn.__name__)
+
+
+_document_losses()

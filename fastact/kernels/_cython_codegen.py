@@ -386,8 +386,11 @@ def context(root: str, build: dict | None = None) -> dict:
         """Cython name of formula ``name`` (a KeyError here is a template bug)."""
         return by_name[name].cname
 
+    loss_ops = [types.SimpleNamespace(name=op.name, layout=op.extra.get("layout"))
+                for op in registry.OPS if op.kind == "loss"]
     return {
         "ops": ops,
+        "loss_ops": loss_ops,
         "formulas": formulas,
         "F": F,
         "cimports": ", ".join(n if a == n else f"{n} as {a}" for a, n in sorted(cimports.items())),

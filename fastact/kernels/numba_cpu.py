@@ -66,6 +66,7 @@ log = logging.getLogger("fastact")
 _SOURCE_FILES = tuple(sorted(glob.glob(os.path.join(_PACKAGE_DIR, "*.py"))
                              + glob.glob(os.path.join(_PACKAGE_DIR, "kernels", "*.py"))))
 _GENERATED_FILENAME = "<fastact_numba_cpu_generated>"
+_LOSSES_FILENAME = "<fastact_numba_cpu_losses>"  # the loss kernels (section "losses")
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def _install_cache_locator() -> None:
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            if py_file == _GENERATED_FILENAME:
+            if py_file in (_GENERATED_FILENAME, _LOSSES_FILENAME):
                 return cls(py_func, py_file)
             return None
 
@@ -716,3 +717,463 @@ def info() -> dict:
         "parallel_threshold": PARALLEL_THRESHOLD,
         "cache": CACHE_PATH or CACHE_REASON,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------------
+# Same names and arguments as kernels/numpy_ref.py (plain arrays and scalars, so a CUDA twin can
+# keep them).  Row losses: x (rows, C), target int64 (rows,), weight float64 (C,), g float64 of
+# size 1 or rows (gradient multiplier per row, 'mean' scale included), loss float64 (rows,).
+# Each row is read from memory once: an online max and sum (blocks of LOSS_ROW_BLOCK elements,
+# the block's exps computed by a straight vectorisable loop into a scratch buffer and summed in
+# float64), then the gradient loop (which re-reads the row from cache: 32000 float32 are 128 KiB)
+# writes grad[r, j] right after reading x[r, j], so grad may be x itself.
+
+_exp_single = FORMULAS["exp_poly_single"]
+LOSS_BLOCK = 4096  # elements per partial sum of the elementwise losses (as numpy_ref, cython)
+LOSS_ROW_BLOCK = 512
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _sum8(a, n):
+    """Sum of a[:n] in float64 over 8 interleaved lanes (vectorisable, order fixed by n)."""
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = 0.0
+    j = 0
+    while j + 8 <= n:
+        l0 += a[j]
+        l1 += a[j + 1]
+        l2 += a[j + 2]
+        l3 += a[j + 3]
+        l4 += a[j + 4]
+        l5 += a[j + 5]
+        l6 += a[j + 6]
+        l7 += a[j + 7]
+        j += 8
+    t = 0.0
+    while j < n:
+        t += a[j]
+        j += 1
+    return (((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))) + t
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _block_max(xr, j, e):
+    """max of xr[j:e] in float64 (NaN skipped) over 8 interleaved lanes (vectorisable)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = -np.inf
+    k = j
+    while k + 8 <= e:
+        v = np.float64(xr[k])
+        m0 = v if v > m0 else m0
+        v = np.float64(xr[k + 1])
+        m1 = v if v > m1 else m1
+        v = np.float64(xr[k + 2])
+        m2 = v if v > m2 else m2
+        v = np.float64(xr[k + 3])
+        m3 = v if v > m3 else m3
+        v = np.float64(xr[k + 4])
+        m4 = v if v > m4 else m4
+        v = np.float64(xr[k + 5])
+        m5 = v if v > m5 else m5
+        v = np.float64(xr[k + 6])
+        m6 = v if v > m6 else m6
+        v = np.float64(xr[k + 7])
+        m7 = v if v > m7 else m7
+        k += 8
+    while k < e:
+        v = np.float64(xr[k])
+        m0 = v if v > m0 else m0
+        k += 1
+    a = m0 if m0 > m1 else m1
+    b = m2 if m2 > m3 else m3
+    c = m4 if m4 > m5 else m5
+    d = m6 if m6 > m7 else m7
+    a = a if a > b else b
+    c = c if c > d else d
+    return a if a > c else c
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _shift_term(w, m, v):
+    """w * (m - v), the weighted distance of a logit below the row max, as its limit: 0 for
+    w == 0, +inf for v == -inf (also while the max is still -inf)."""
+    if w == 0.0:
+        return 0.0
+    if v == -np.inf:
+        return np.inf
+    return w * (m - v)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _online_row(xr, q, weight, keep, es, wmode, store, gr, mrec, scratch):
+    """One pass over the row xr (1-D): returns (m, s, sm, wtot) with m the max (NaN skipped),
+    s = sum(exp(xr - m)) in float64, and for wmode 1 (class weights: w = weight) or 2
+    (probability targets: w = weight * (keep * q + es)) sm = sum(w * (m - xr)) (each term its
+    limit, see _shift_term) and wtot = sum(w).  Online: per block of LOSS_ROW_BLOCK elements the
+    block max, a rescale of s (and sm) when the max grows, then the block's exps by a straight
+    vectorisable loop.  With ``store`` the exps (relative to the max at that block, recorded in
+    mrec[block]) also go to gr, which may be xr itself: each element is read before it is
+    written, and xr is not read again."""
+    n = xr.shape[0]
+    m = -np.inf
+    s = 0.0
+    sm = 0.0
+    wtot = 0.0
+    j = 0
+    b = 0
+    while j < n:
+        e = min(j + LOSS_ROW_BLOCK, n)
+        bm = _block_max(xr, j, e)
+        if bm > m:
+            s = s * _exp(m - bm)
+            if wtot != 0.0:
+                sm += (bm - m) * wtot
+            m = bm
+        shift = m if m > -np.inf else 0.0
+        L = e - j
+        if wmode != 0:
+            for k in range(L):
+                v = np.float64(xr[j + k])
+                w = weight[j + k] if wmode == 1 else weight[j + k] * (
+                    keep * np.float64(q[j + k]) + es)
+                sm += _shift_term(w, m, v)
+                wtot += w
+        xb = xr[j:e]
+        if xr.itemsize == 4:  # float32 data: an exp accurate to float32 suffices
+            for k in range(L):
+                scratch[k] = _exp_single(np.float64(xb[k]) - shift)
+        else:
+            for k in range(L):
+                scratch[k] = _exp(np.float64(xb[k]) - shift)
+        s += _sum8(scratch, L)
+        if store:
+            # a separate copy loop: gr may be xr, and a loop that reads xb and writes the same
+            # memory would fail LLVM's overlap check and run scalar
+            mrec[b] = m
+            gb = gr[j:e]
+            for k in range(L):
+                gb[k] = scratch[k]
+        j = e
+        b += 1
+    return m, s, sm, wtot
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _scale_stored(gr, mrec, m, c, ce, weight, n):
+    """gr[j] = c * exp(m_block - m) * gr[j] - ce * weight[j] (ce == 0: no weight term): the
+    stored block exps rescaled to the final max (a multiply per element, no exp)."""
+    j = 0
+    b = 0
+    while j < n:
+        e = min(j + LOSS_ROW_BLOCK, n)
+        f = c * _exp(mrec[b] - m)
+        if ce != 0.0:
+            for k in range(j, e):
+                gr[k] = f * np.float64(gr[k]) - ce * weight[k]
+        else:
+            for k in range(j, e):
+                gr[k] = f * np.float64(gr[k])
+        j = e
+        b += 1
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _single_pinf(xr):
+    """Position of the only +inf of the row when it has exactly one and no NaN, else -1."""
+    k = -1
+    for j in range(xr.shape[0]):
+        v = xr[j]
+        if v == np.inf:
+            if k >= 0:
+                return -1
+            k = j
+        elif v != v:
+            return -1
+    return k
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, grad, r,
+            scratch, mrec):
+    """Cross-entropy of row r (class index target), returns the row's loss; writes
+    gs * d loss / d x into grad[r] when want_grad (grad may be x)."""
+    n = x.shape[1]
+    xr = x[r]
+    t = target[r]
+    if t == ignore_index:
+        if want_grad:
+            gr = grad[r]
+            for j in range(n):
+                gr[j] = 0.0
+        return 0.0
+    wt = weight[t]
+    es = smoothing / n
+    keep = 1.0 - smoothing
+    a = keep * wt + es * wsum
+    xt = np.float64(xr[t])
+    gr = grad[r] if want_grad else grad[0]
+    k = _single_pinf(xr) if _block_max(xr, 0, n) == np.inf else -2
+    if k >= 0:
+        # the limit: probability 1 at the +inf logit, log-probability -inf elsewhere
+        loss = 0.0 if (wt == 0.0 or t == k) else np.inf
+        loss = 0.0 if keep == 0.0 else keep * loss
+        if smoothing > 0.0:
+            for j in range(n):
+                if j != k and weight[j] != 0.0:
+                    loss = np.inf
+        if want_grad:
+            for j in range(n):
+                gr[j] = gs * ((a if j == k else 0.0) - es * weight[j])
+            gr[t] = gr[t] - gs * keep * wt
+        return loss
+    if want_grad:
+        m, s, sm, _ = _online_row(xr, xr, weight, keep, es, 1 if smoothing > 0.0 else 0,
+                                  True, gr, mrec, scratch)
+    else:
+        m, s, sm, _ = _online_row(xr, xr, weight, keep, es, 1 if smoothing > 0.0 else 0,
+                                  False, scratch, mrec, scratch)
+    ls = math.log(s)
+    loss = 0.0 if wt == 0.0 else keep * wt * (_shift_term(1.0, m, xt) + ls)
+    if smoothing > 0.0:
+        loss += es * (sm + wsum * ls)
+    if want_grad:
+        _scale_stored(gr, mrec, m, gs * a / s, gs * es, weight, n)
+        gr[t] = gr[t] - gs * keep * wt
+    return loss
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _ce_prob_row(x, q, weight, smoothing, gs, want_grad, grad, r, scratch, mrec):
+    """Cross-entropy of row r against class probabilities q[r] (grad may be x, not q)."""
+    n = x.shape[1]
+    xr = x[r]
+    qr = q[r]
+    es = smoothing / n
+    keep = 1.0 - smoothing
+    gr = grad[r] if want_grad else grad[0]
+    if _block_max(xr, 0, n) == np.inf:
+        k = _single_pinf(xr)
+        if k >= 0:
+            wq_sum = 0.0
+            loss = 0.0
+            for j in range(n):
+                wq = weight[j] * (keep * np.float64(qr[j]) + es)
+                wq_sum += wq
+                if j != k and wq != 0.0:
+                    loss = np.inf
+            if want_grad:
+                for j in range(n):
+                    wq = weight[j] * (keep * np.float64(qr[j]) + es)
+                    gr[j] = gs * ((wq_sum if j == k else 0.0) - wq)
+            return loss
+    if want_grad:
+        m, s, sm, wq_sum = _online_row(xr, qr, weight, keep, es, 2, True, gr, mrec, scratch)
+    else:
+        m, s, sm, wq_sum = _online_row(xr, qr, weight, keep, es, 2, False, scratch, mrec,
+                                       scratch)
+    ls = math.log(s)
+    loss = sm + (0.0 if wq_sum == 0.0 else wq_sum * ls)
+    if want_grad:
+        _scale_stored(gr, mrec, m, gs * wq_sum / s, 0.0, weight, n)
+        for j in range(n):
+            gr[j] = gr[j] - gs * (weight[j] * (keep * np.float64(qr[j]) + es))
+    return loss
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _nll_row(x, target, weight, ignore_index, gs, want_grad, grad, r):
+    t = target[r]
+    if t == ignore_index:
+        if want_grad:
+            for j in range(x.shape[1]):
+                grad[r, j] = 0.0
+        return 0.0
+    wt = weight[t]
+    loss = 0.0 if wt == 0.0 else -wt * np.float64(x[r, t])
+    if want_grad:
+        for j in range(x.shape[1]):
+            grad[r, j] = 0.0
+        grad[r, t] = -gs * wt
+    return loss
+
+
+_LOSS_ROW_TEMPLATE = """
+def cross_entropy_forward__{variant}(x, target, weight, ignore_index, smoothing, loss):
+    wsum = _sum8(weight, weight.size)
+    dummy = np.empty((1, 1), x.dtype)
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, 1.0, False, dummy,
+                          r, scratch, mrec)
+
+
+def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing, g, loss, grad):
+    wsum = _sum8(weight, weight.size)
+    per_row = g.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        gs = g[r] if per_row else g[0]
+        loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad,
+                          r, scratch, mrec)
+
+
+def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoothing, grad):
+    wsum = _sum8(weight, weight.size)
+    per_row = gl.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        gs = gl[r] if per_row else gl[0]
+        _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad, r, scratch, mrec)
+
+
+def cross_entropy_prob_forward__{variant}(x, q, weight, smoothing, loss):
+    dummy = np.empty((1, 1), x.dtype)
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        loss[r] = _ce_prob_row(x, q, weight, smoothing, 1.0, False, dummy, r, scratch, mrec)
+
+
+def cross_entropy_prob_and_grad__{variant}(x, q, weight, smoothing, g, loss, grad):
+    per_row = g.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        gs = g[r] if per_row else g[0]
+        loss[r] = _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
+
+
+def cross_entropy_prob_backward__{variant}(gl, x, q, weight, smoothing, grad):
+    per_row = gl.size > 1
+    for r in {loop}(x.shape[0]):
+        scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
+        mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
+        gs = gl[r] if per_row else gl[0]
+        _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
+
+
+def nll_loss_forward__{variant}(x, target, weight, ignore_index, loss):
+    dummy = np.empty((1, 1), x.dtype)
+    for r in {loop}(x.shape[0]):
+        loss[r] = _nll_row(x, target, weight, ignore_index, 1.0, False, dummy, r)
+
+
+def nll_loss_and_grad__{variant}(x, target, weight, ignore_index, g, loss, grad):
+    per_row = g.size > 1
+    for r in {loop}(x.shape[0]):
+        gs = g[r] if per_row else g[0]
+        loss[r] = _nll_row(x, target, weight, ignore_index, gs, True, grad, r)
+
+
+def nll_loss_backward__{variant}(gl, x, target, weight, ignore_index, grad):
+    per_row = gl.size > 1
+    for r in {loop}(x.shape[0]):
+        gs = gl[r] if per_row else gl[0]
+        _nll_row(x, target, weight, ignore_index, gs, True, grad, r)
+"""
+
+_LOSS_ELEMENTWISE_TEMPLATE = """
+def {name}_forward__{variant}(x, y, w, pw, p, out, partial):
+    n = x.size
+    wn = w.size > 1
+    pn = pw.size > 1
+    keep = out.size > 0
+    for b in {loop}(partial.size):
+        start = b * LOSS_BLOCK
+        stop = min(start + LOSS_BLOCK, n)
+        acc = 0.0
+        for i in range(start, stop):
+            wi = w[i] if wn else w[0]
+            v = F_{name}_value(np.float64(x[i]), np.float64(y[i]), {param})
+            v = 0.0 if wi == 0.0 else wi * v
+            if keep:
+                out[i] = v
+            acc += v
+        partial[b] = acc
+
+
+def {name}_and_grad__{variant}(x, y, w, pw, p, g, out, grad, partial):
+    n = x.size
+    wn = w.size > 1
+    pn = pw.size > 1
+    keep = out.size > 0
+    gs = g[0]
+    for b in {loop}(partial.size):
+        start = b * LOSS_BLOCK
+        stop = min(start + LOSS_BLOCK, n)
+        acc = 0.0
+        for i in range(start, stop):
+            wi = w[i] if wn else w[0]
+            xi = np.float64(x[i])
+            yi = np.float64(y[i])
+            pi = {param}
+            v = F_{name}_value(xi, yi, pi)
+            v = 0.0 if wi == 0.0 else wi * v
+            grad[i] = gs * wi * F_{name}_grad(xi, yi, pi)
+            if keep:
+                out[i] = v
+            acc += v
+        partial[b] = acc
+
+
+def {name}_backward__{variant}(gl, x, y, w, pw, p, grad):
+    n = x.size
+    wn = w.size > 1
+    pn = pw.size > 1
+    gn = gl.size > 1
+    for i in {loop}(n):
+        wi = w[i] if wn else w[0]
+        gi = gl[i] if gn else gl[0]
+        grad[i] = gi * wi * F_{name}_grad(np.float64(x[i]), np.float64(y[i]), {param})
+"""
+
+#: elementwise losses whose formula parameter is the per-element pos_weight
+_POS_WEIGHT_LOSSES = ("binary_cross_entropy_with_logits",)
+
+
+def _pick_sized(name: str, parallel, serial, size_index: int):
+    """Like :func:`_pick`, with the work size taken from argument ``size_index``."""
+    def kernel(*args):
+        if args[size_index].size >= PARALLEL_THRESHOLD and not _in_forked_child:
+            parallel(*args)
+        else:
+            serial(*args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.parallel = parallel
+    kernel.serial = serial
+    return kernel
+
+
+def _build_losses() -> dict:
+    chunks = []
+    for variant, loop in (("parallel", "prange"), ("serial", "range")):
+        chunks.append(_LOSS_ROW_TEMPLATE.format(variant=variant, loop=loop))
+        for spec in _registry.loss_ops():
+            if spec.extra["layout"] != "elementwise":
+                continue
+            param = "(pw[i] if pn else pw[0])" if spec.name in _POS_WEIGHT_LOSSES else "p"
+            chunks.append(_LOSS_ELEMENTWISE_TEMPLATE.format(
+                name=spec.name, variant=variant, loop=loop, param=param))
+    source = "".join(chunks)
+    filename = _LOSSES_FILENAME
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = _namespace()
+    ns.update(LOSS_BLOCK=LOSS_BLOCK, LOSS_ROW_BLOCK=LOSS_ROW_BLOCK, math=math)
+    exec(compile(source, filename, "exec"), ns)
+    kernels = {}
+    for spec in _registry.loss_ops():
+        for kname in spec.kernel_names():
+            # work size: x (the first or, for backward, the second argument)
+            size_index = 1 if kname.endswith("_backward") else 0
+            kernels[kname] = _pick_sized(kname, _jit_kernel(ns[f"{kname}__parallel"], True),
+                                         _jit_kernel(ns[f"{kname}__serial"], False), size_index)
+    return kernels
+
+
+LOSS_KERNELS = _build_losses()
+KERNELS.update(LOSS_KERNELS)
+globals().update(LOSS_KERNELS)

@@ -265,5 +265,239 @@ def logsumexp_forward(x, mask, temperature, out):
 globals().update(KERNELS)
 
 
+# --- losses ---------------------------------------------------------------------------------------
+# Row losses (cross_entropy, nll_loss): x is (rows, C) with the class axis last, target int64
+# (rows,) already range-checked, weight float64 (C,), g float64 of size 1 or rows (the gradient
+# multiplier of each row's loss, the 'mean' scale included), loss float64 (rows,) per-row losses.
+# Elementwise losses: flat x, y; w and pw float64 of size 1 or x.size; p the scalar parameter;
+# out the per-element loss (size x.size, or 0 when only the sum is wanted), partial float64
+# per-block sums (blocks of LOSS_BLOCK elements, fixed by the size so the sum is deterministic).
+
+LOSS_BLOCK = 4096
+
+
+def _pick(a, n):
+    return a if a.size == n else np.broadcast_to(a, (n,))
+
+
+def _log_softmax_rows(x):
+    """(log_softmax in float64 or wider, softmax) per row; a row with exactly one +inf gives
+    the limit (log-probability 0 there, -inf elsewhere), several +inf or all -inf NaN."""
+    wide = np.promote_types(x.dtype, np.float64)
+    xw = x.astype(wide)
+    with _quiet():
+        m = np.max(np.where(np.isnan(xw), -np.inf, xw), axis=1, keepdims=True)
+        z = xw - m
+        pinf = np.isposinf(xw)
+        one = (pinf.sum(axis=1) == 1)[:, None]
+        z = np.where(one & ~np.isnan(xw), np.where(pinf, 0.0, -np.inf), z)
+        e = np.exp(z)
+        s = e.sum(axis=1, keepdims=True)
+        logp = z - np.log(s)
+        p = e / s
+    return logp, p
+
+
+def _ce_rows(x, target, weight, ignore_index, smoothing):
+    """Per-row loss and d loss / d x (float64) of class-index cross-entropy."""
+    rows, C = x.shape
+    logp, p = _log_softmax_rows(x)
+    keep = target != ignore_index
+    t = np.where(keep, target, 0)
+    r = np.arange(rows)
+    wt = np.where(keep, weight[t], 0.0)
+    with _quiet():
+        nll = -wt * logp[r, t]
+        nll = np.where(wt == 0, 0.0, nll)
+        grad = p * ((1 - smoothing) * wt)[:, None]
+        grad[r, t] -= (1 - smoothing) * wt
+        loss = (1 - smoothing) * nll
+        if smoothing > 0:
+            wl = np.where(weight == 0, 0.0, weight * logp)
+            loss = loss + smoothing / C * np.where(keep, -wl.sum(axis=1), 0.0)
+            grad += np.where(keep, smoothing / C, 0.0)[:, None] * (
+                p * weight.sum() - weight[None, :])
+        grad = np.where(keep[:, None], grad, 0.0)
+    return loss, grad
+
+
+def cross_entropy_forward(x, target, weight, ignore_index, smoothing, loss):
+    loss[...] = _ce_rows(x, target, weight, ignore_index, smoothing)[0]
+
+
+def cross_entropy_and_grad(x, target, weight, ignore_index, smoothing, g, loss, grad):
+    lo, gr = _ce_rows(x, target, weight, ignore_index, smoothing)
+    with _quiet():
+        grad[...] = gr * g.reshape(-1, 1)
+    loss[...] = lo
+
+
+def cross_entropy_backward(gl, x, target, weight, ignore_index, smoothing, grad):
+    gr = _ce_rows(x, target, weight, ignore_index, smoothing)[1]
+    with _quiet():
+        grad[...] = gr * gl.reshape(-1, 1)
+
+
+def _ce_prob_rows(x, q, weight, smoothing):
+    C = x.shape[1]
+    logp, p = _log_softmax_rows(x)
+    wide = logp.dtype
+    with _quiet():
+        qs = q.astype(wide) * (1 - smoothing) + smoothing / C
+        wq = qs * weight
+        terms = np.where(wq == 0, 0.0, -wq * logp)
+        loss = terms.sum(axis=1)
+        grad = p * wq.sum(axis=1, keepdims=True) - wq
+    return loss, grad
+
+
+def cross_entropy_prob_forward(x, q, weight, smoothing, loss):
+    loss[...] = _ce_prob_rows(x, q, weight, smoothing)[0]
+
+
+def cross_entropy_prob_and_grad(x, q, weight, smoothing, g, loss, grad):
+    lo, gr = _ce_prob_rows(x, q, weight, smoothing)
+    with _quiet():
+        grad[...] = gr * g.reshape(-1, 1)
+    loss[...] = lo
+
+
+def cross_entropy_prob_backward(gl, x, q, weight, smoothing, grad):
+    gr = _ce_prob_rows(x, q, weight, smoothing)[1]
+    with _quiet():
+        grad[...] = gr * gl.reshape(-1, 1)
+
+
+def _nll_rows(x, target, weight, ignore_index):
+    rows = x.shape[0]
+    keep = target != ignore_index
+    t = np.where(keep, target, 0)
+    r = np.arange(rows)
+    wt = np.where(keep, weight[t], 0.0)
+    with _quiet():
+        loss = np.where(wt == 0, 0.0, -wt * x[r, t].astype(np.float64))
+    grad = np.zeros(x.shape, np.float64)
+    grad[r, t] = -wt
+    return loss, grad
+
+
+def nll_loss_forward(x, target, weight, ignore_index, loss):
+    loss[...] = _nll_rows(x, target, weight, ignore_index)[0]
+
+
+def nll_loss_and_grad(x, target, weight, ignore_index, g, loss, grad):
+    lo, gr = _nll_rows(x, target, weight, ignore_index)
+    with _quiet():
+        grad[...] = gr * g.reshape(-1, 1)
+    loss[...] = lo
+
+
+def nll_loss_backward(gl, x, target, weight, ignore_index, grad):
+    gr = _nll_rows(x, target, weight, ignore_index)[1]
+    with _quiet():
+        grad[...] = gr * gl.reshape(-1, 1)
+
+
+def _sign(d):
+    return np.where(d > 0, 1.0, np.where(d < 0, -1.0, d * 0))
+
+
+def _softplus_neg(x):
+    """log(1 + exp(-x)), stable."""
+    return np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0)
+
+
+def _zero_times(a, b):
+    """a * b, but 0 where a == 0 (the limit when b is infinite)."""
+    return np.where(a == 0, 0.0, a * b)
+
+
+def _elementwise_loss(name, x, y, pw, p):
+    """(loss, d loss / d x) per element, in float64, without the element weight."""
+    d = x - y
+    if name == "mse_loss":
+        return d * d, 2 * d
+    if name == "l1_loss":
+        return np.abs(d), _sign(d)
+    if name == "huber_loss":
+        a = np.abs(d)
+        return np.where(a < p, 0.5 * d * d, p * (a - 0.5 * p)), np.clip(d, -p, p)
+    if name == "smooth_l1_loss":
+        a = np.abs(d)
+        if p == 0:
+            return a, _sign(d)
+        return np.where(a < p, 0.5 * d * d / p, a - 0.5 * p), np.where(
+            d <= -p, -1.0, np.where(d >= p, 1.0, d / p))
+    if name == "binary_cross_entropy":
+        lx = np.maximum(np.log(x), -100.0)
+        l1x = np.maximum(np.log1p(-x), -100.0)
+        return -(y * lx + (1 - y) * l1x), d / np.maximum(x * (1 - x), float(np.float32(1e-12)))
+    if name == "binary_cross_entropy_with_logits":
+        lw = 1 + (pw - 1) * y
+        # (1 - y) x + lw softplus(-x) = -pw y x + lw softplus(x)
+        pos = _zero_times(1 - y, x) + _zero_times(lw, _softplus_neg(x))
+        neg = _zero_times(-pw * y, x) + _zero_times(lw, _softplus_neg(-x))
+        sig = np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))),
+                       np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+        return np.where(x >= 0, pos, neg), lw * sig - pw * y
+    if name == "kl_div":
+        if p:
+            e = np.exp(y)
+            return _zero_times(e, y - x), -e
+        return _zero_times(y, np.log(y) - x), -y
+    raise KeyError(name)
+
+
+def _define_elementwise_loss(name):
+    def parts(x, y, w, pw, p):
+        n = x.size
+        wide = np.promote_types(x.dtype, np.float64)
+        with _quiet():
+            lo, gr = _elementwise_loss(name, x.astype(wide), y.astype(wide),
+                                       _pick(pw, n), float(p))
+            ww = _pick(w, n)
+            lo = _zero_times(ww, lo)
+            gr = gr * ww
+        return lo, gr
+
+    def partial_sums(lo, partial):
+        n = lo.size
+        nb = partial.size
+        padded = np.zeros(nb * LOSS_BLOCK, lo.dtype)
+        padded[:n] = lo
+        partial[...] = padded.reshape(nb, LOSS_BLOCK).sum(axis=1)
+
+    def forward(x, y, w, pw, p, out, partial):
+        lo, _ = parts(x, y, w, pw, p)
+        if out.size:
+            out[...] = lo
+        partial_sums(lo, partial)
+
+    def and_grad(x, y, w, pw, p, g, out, grad, partial):
+        lo, gr = parts(x, y, w, pw, p)
+        with _quiet():
+            grad[...] = gr * _pick(g, x.size)
+        if out.size:
+            out[...] = lo
+        partial_sums(lo, partial)
+
+    def backward(gl, x, y, w, pw, p, grad):
+        _, gr = parts(x, y, w, pw, p)
+        with _quiet():
+            grad[...] = gr * _pick(gl, x.size)
+
+    kernels = {f"{name}_forward": forward, f"{name}_and_grad": and_grad,
+               f"{name}_backward": backward}
+    for kname, fn in kernels.items():
+        fn.__name__ = fn.__qualname__ = kname
+    return kernels
+
+
+for _name in ("binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "l1_loss",
+              "huber_loss", "smooth_l1_loss", "kl_div"):
+    KERNELS.update(_define_elementwise_loss(_name))
+globals().update(KERNELS)
+
+
 def info() -> dict:
     return {"version": np.__version__}

@@ -22,6 +22,22 @@ def load(name: str):
     return module
 
 
+def test_recommender_learns_and_draws_the_network(tmp_path):
+    pytest.importorskip("matplotlib")
+    image = pytest.importorskip("matplotlib.image")
+    diagram = tmp_path / "net.png"
+    history = load("recommender").main(["--diagram", str(diagram)])
+    loss, auc = history["loss"], history["auc"]
+    assert loss[-1] < loss[0] and all(np.diff(loss) < 0), loss
+    assert auc[-1] >= 0.75, auc
+    pixels = image.imread(diagram)
+    assert pixels.shape[1] > 2 * pixels.shape[0]  # a left-to-right flow
+    # Linear layers are green rectangles (#c9e7c2), activations orange circles (#fde0c5)
+    for color in ((0xC9, 0xE7, 0xC2), (0xFD, 0xE0, 0xC5)):
+        close = np.all(np.abs(pixels[..., :3] - np.array(color) / 255) < 0.02, axis=-1)
+        assert close.sum() > 1000, f"colour {color} missing from the diagram"
+
+
 def test_auc_helper_matches_pairwise_definition():
     nn = load("_nn")
     rng = np.random.default_rng(3)
@@ -31,6 +47,36 @@ def test_auc_helper_matches_pairwise_definition():
     want = (np.sum(pos[:, None] > neg[None, :]) + 0.5 * np.sum(pos[:, None] == neg[None, :])) \
         / (len(pos) * len(neg))
     assert nn.auc(scores, labels) == pytest.approx(want, rel=1e-12)
+
+
+def test_compare_activations_shows_vanishing_gradients(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curves.png"
+    results = load("compare_activations").main(["--epochs", "4", "--out", str(out)])
+    assert set(results) == {"sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu"}
+    first_layer = {name: r["grad_norms"][0] for name, r in results.items()}
+    assert first_layer["sigmoid"] < first_layer["relu"] / 10, first_layer
+    for name in ("tanh", "relu", "leaky_relu", "elu", "gelu"):
+        assert results[name]["loss"][-1] < results[name]["loss"][0], name
+        assert results[name]["test_accuracy"] > 0.8, (name, results[name]["test_accuracy"])
+    for name in ("leaky_relu", "elu", "gelu"):
+        assert results[name]["dead_fraction"] == 0.0, name
+    assert out.stat().st_size > 10_000
+
+
+def test_losses_example_gradients_match_finite_differences(capsys):
+    results = load("losses").main()
+    sat = results["saturation"]
+    wrong = sat["z"] < -4  # confidently wrong: MSE's gradient vanishes, BCE's does not
+    assert np.all(np.abs(sat["mse_grad"][wrong]) < 0.02)
+    assert np.all(np.abs(sat["bce_grad"][wrong]) > 0.98)
+    for loss, grad, numeric in results["multiclass"].values():
+        np.testing.assert_allclose(grad, numeric, atol=1e-7)
+        assert np.all(grad[3] == 0)  # the ignored example
+    for loss, grad, numeric in results["regression"].values():
+        np.testing.assert_allclose(grad, numeric, atol=1e-6)
+    assert "same as cross_entropy" in capsys.readouterr().out
 
 
 def _tensorboard_records(path: Path):

@@ -1,4 +1,4 @@
-"""Train the same small MLP with six activations and watch gradients vanish and units die.
+"""Train the same small MLP with five activations and watch gradients vanish and units die.
 
 The data are scikit-learn's bundled 8x8 handwritten digits (1,797 images, no download).  The
 network is 64 -> 64 -> 64 -> 64 -> 64 -> 10 with one activation everywhere, trained with plain
@@ -37,7 +37,6 @@ ACTIVATIONS = [
     ("relu", {}),
     ("leaky_relu", {"negative_slope": 0.1}),
     ("elu", {"alpha": 1.0}),
-    ("gelu", {}),
 ]
 
 

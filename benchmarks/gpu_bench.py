@@ -321,16 +321,20 @@ def main(argv=None) -> int:
                                                copy_gbs))
         del x, tmp, yv
 
-    if hasattr(fa, "cross_entropy_and_grad"):
+    if not ops or "cross_entropy" in ops:
         n_rows, n_cls = (16, 64) if args.smoke else (16384, 131072)
         free = None if simulated else cuda.current_context().get_memory_info()[0]
         while free is not None and n_rows * n_cls * dtype.itemsize * 3 > free:
             n_rows //= 2
         logits = cuda.to_device(rng.normal(0, 3, (n_rows, n_cls)).astype(dtype))
         target = cuda.to_device(rng.integers(0, n_cls, n_rows))
-        s = timer.seconds(lambda: fa.cross_entropy_and_grad(logits, target))
-        results.append(row("fastact", "cuda", f"cross_entropy_and_grad ({n_rows}, {n_cls})", s,
-                           2 * n_rows * n_cls * dtype.itemsize, None))
+        try:
+            s = timer.seconds(lambda: fa.cross_entropy_and_grad(logits, target))
+        except TypeError as exc:  # the losses have no CUDA kernels yet (issue 6)
+            print(f"cross_entropy_and_grad skipped: {exc}")
+        else:
+            results.append(row("fastact", "cuda", f"cross_entropy_and_grad ({n_rows}, {n_cls})",
+                               s, 2 * n_rows * n_cls * dtype.itemsize, None))
 
     print()
     print(f"{'case':48s} {'impl':14s} {'time us':>10s} {'GB/s':>9s} {'% copy':>7s}")

@@ -38,7 +38,8 @@ _SIM_MODULE = "numba.cuda.simulator"
 
 #: row ops the CUDA row kernel computes: name -> (log, sign) (softmin = softmax of -x); the
 #: same table as ``numba_cuda.ROW_OPS``, kept here so that no numba.cuda import is needed
-_ROW_OPS = {"softmax": (False, 1.0), "log_softmax": (True, 1.0), "softmin": (False, -1.0)}
+_ROW_OPS = {"softmax": (False, 1.0), "log_softmax": (True, 1.0), "softmin": (False, -1.0),
+            "logsumexp": (False, 1.0)}
 
 
 def is_device_array(obj) -> bool:
@@ -409,7 +410,7 @@ def prelu(form: str, fname: str, arrays: dict, weight, out, backend):
 
 
 def rowwise(name: str, form: str, fname: str, arrays: dict, axis, where, temperature, out,
-            backend):
+            backend, keepdims=False):
     _mixed(fname, arrays)
     if name not in _ROW_OPS:
         raise NotImplementedError(f"{fname}: no CUDA kernel yet; pass NumPy arrays")
@@ -421,7 +422,14 @@ def rowwise(name: str, form: str, fname: str, arrays: dict, axis, where, tempera
     cdtype = _validate.compute_dtype(rdtype)
     ax = _validate.normalize_axis(fname, axis, ndim)
     temperature = _validate.real_param(fname, "temperature", temperature, "positive")
-    out = check_out(fname, "out", out, shape, rdtype)
+    reduce = name == "logsumexp"  # one value per row (the API's ``_registry.reduces``)
+    if reduce and not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"{fname}: keepdims must be True or False, got "
+                        f"{type(keepdims).__name__}")
+    out_shape = shape
+    if reduce:
+        out_shape = shape[:ax] + ((1,) if keepdims else ()) + shape[ax + 1:] if ndim else ()
+    out = check_out(fname, "out", out, out_shape, rdtype)
     width = shape[ax] if ndim else 1
     outer = math.prod(shape[:ax]) if ndim else 1
     inner = math.prod(shape[ax + 1:]) if ndim else 1
@@ -430,8 +438,8 @@ def rowwise(name: str, form: str, fname: str, arrays: dict, axis, where, tempera
     devs = list(named.values())
     with _Stream(module, devs[0]):
         flats = [_contiguous(module, d.arr, cdtype) for d in devs]
-        buffer, finish = _result(module, devs[0], out, shape, rdtype, cdtype, flats)
-        if math.prod(shape):
+        buffer, finish = _result(module, devs[0], out, out_shape, rdtype, cdtype, flats)
+        if math.prod(out_shape):  # logsumexp of an empty row is -inf: written by the kernel
             s3 = (outer, width, inner)
             mask3 = None
             if mask_host is not None:
@@ -440,7 +448,10 @@ def rowwise(name: str, form: str, fname: str, arrays: dict, axis, where, tempera
                 mask3 = module.empty(s3, np.uint8)
                 module.copy(mask_dev, mask3.reshape(shape))
             ins = [a.reshape(s3) for a in flats]
-            if form == "forward":
+            if reduce:
+                module.rows_forward(ins[0], mask3, temperature, buffer.reshape(outer, 1, inner),
+                                    log, sign, logsumexp=True)
+            elif form == "forward":
                 module.rows_forward(ins[0], mask3, temperature, buffer.reshape(s3), log, sign)
             else:
                 module.rows_backward(ins[0], ins[1], mask3, temperature, buffer.reshape(s3),

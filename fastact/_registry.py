@@ -227,14 +227,22 @@ def _reduction(extra: tuple[str, ...] = ()) -> Param:
 
 
 def _elementwise_loss(name: str, params: tuple[Param, ...], summary: str, numpy_expr: str,
-                      weights: tuple[str, ...] = (), reductions: tuple[str, ...] = ()):
+                      weights: tuple[str, ...] = (), reductions: tuple[str, ...] = (),
+                      input_range: tuple[float, float] | None = None):
     """An elementwise loss: kernels ``NAME_forward/_and_grad/_backward`` with the uniform
-    signature of ``kernels/numpy_ref.py`` (input, target, weight, pos_weight, param, ...)."""
+    signature of ``kernels/numpy_ref.py`` (input, target, weight, pos_weight, param, ...).
+
+    ``input_range``: the closed range every input value must lie in (NaN is outside); the API
+    checks it before any kernel runs and raises ValueError naming the first offender.
+    """
+    extra = {"layout": "elementwise", "weights": weights, "target": "same",
+             "kernels": tuple(f"{name}_{f}" for f in LOSS_FORMS)}
+    if input_range is not None:
+        extra["input_range"] = input_range
     return OpSpec(
         name, "loss", forms=LOSS_FORMS, params=params + (_reduction(reductions),),
         bench_sizes=(100_000, 1_000_000, 10_000_000), numpy_expr=numpy_expr, summary=summary,
-        extra={"layout": "elementwise", "weights": weights, "target": "same",
-               "kernels": tuple(f"{name}_{f}" for f in LOSS_FORMS)})
+        extra=extra)
 
 
 LOSS_OPS: tuple[OpSpec, ...] = (
@@ -260,7 +268,8 @@ LOSS_OPS: tuple[OpSpec, ...] = (
                "kernels": ("nll_loss_forward", "nll_loss_and_grad", "nll_loss_backward")},
     ),
     _elementwise_loss("binary_cross_entropy", (), "binary cross-entropy of probabilities",
-                      "-(y * np.log(x) + (1 - y) * np.log1p(-x)).mean()", weights=("weight",)),
+                      "-(y * np.log(x) + (1 - y) * np.log1p(-x)).mean()", weights=("weight",),
+                      input_range=(0.0, 1.0)),
     _elementwise_loss("binary_cross_entropy_with_logits", (),
                       "binary cross-entropy of logits (sigmoid fused in, stable form)",
                       "((1 - y) * x + np.logaddexp(0, -x)).mean()",

@@ -165,7 +165,7 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
     fname = _PREFIX + spec.public_name(form)
     if _device.any_device(arrays.values()):
         return _device.rowwise(name, form, fname, arrays, axis, where, temperature, out,
-                               backend)
+                               backend, keepdims)
     named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
     shape = _validate.same_shape(fname, named)
     ndim = len(shape)
@@ -531,7 +531,7 @@ def _loss_reduction(fname: str, reduction, spec) -> str:
 
 
 def _loss_target_float(fname: str, target) -> np.ndarray:
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = _loss_target_raw(fname, target)
     if t.dtype == np.bool_:
         raise TypeError(f"{fname}: target must be a float array, got dtype bool; convert it "
                         "first, e.g. target.astype(np.float32)")
@@ -599,6 +599,22 @@ def _range_check(fname: str, t: np.ndarray, C: int, ignore_index: int, shape: tu
                          f"ignore_index={ignore_index})")
 
 
+def _loss_target_raw(fname: str, target) -> np.ndarray:
+    """The target as an ndarray of any dtype, before the integer/float decision: masked arrays
+    and ragged or non-numeric lists are a TypeError naming ``target`` (as for every array)."""
+    if isinstance(target, np.ndarray):
+        if type(target) is not np.ndarray and isinstance(target, _validate._masked_array_type()):
+            raise TypeError(f"{fname}: target is a masked array; fastact does not apply masks: "
+                            "pass target.filled(value) (or ignore_index= for class targets)")
+        return target
+    if isinstance(target, (list, tuple, int, float, np.generic)) and not isinstance(target, bool):
+        try:
+            return np.asarray(target)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{fname}: target is not a rectangular list of numbers ({exc})")
+    return _validate.as_array(fname, "target", target)  # the shared error for anything else
+
+
 def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_index,
               reduction, label_smoothing, axis, out, backend):
     spec = OPS_BY_NAME[name]
@@ -627,7 +643,7 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
     loss_shape = x.shape[:ax] + x.shape[ax + 1:]
     rows = math.prod(loss_shape)
     # target: class indices (any integer dtype) or, for cross_entropy, probabilities
-    t_raw = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t_raw = _loss_target_raw(fname, target)
     if t_raw.dtype == np.bool_:
         raise TypeError(f"{fname}: target must be integer class indices"
                         f"{' or float probabilities' if name == 'cross_entropy' else ''}, got "
@@ -763,13 +779,14 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
         g = _loss_grad_loss(fname, grad_loss, shape)
     xf = _validate.flat(x, cdtype)
     yf = _validate.flat(y, cdtype)
-    if name == "binary_cross_entropy":  # documented pre-pass: probabilities in [0, 1]
-        bad = ~((xf >= 0) & (xf <= 1))
+    if "input_range" in spec.extra:  # documented pre-pass (BCE: probabilities in [0, 1])
+        lo, hi = spec.extra["input_range"]
+        bad = ~((xf >= lo) & (xf <= hi))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             pos = tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
-            raise ValueError(f"{fname}: input must hold probabilities in [0, 1]; found "
-                             f"{float(xf[k])!r} at position {pos}")
+            raise ValueError(f"{fname}: input must hold probabilities in [{lo:g}, {hi:g}]; "
+                             f"found {float(xf[k])!r} at position {pos}")
     count = float(n) if reduction != "batchmean" else float(shape[0] if shape else 1)
     scale = (1.0 / count if count else math.nan) if reduction in ("mean", "batchmean") else 1.0
     _, module = _dispatch.resolve(backend)

@@ -639,9 +639,12 @@ if hasattr(os, "register_at_fork"):
 PARALLEL_THRESHOLD = _config.PARALLEL_THRESHOLD
 
 
-def _pick(name: str, parallel, serial):
+def _pick(name: str, parallel, serial, size_index: int = 0):
+    """The public kernel: the parallel twin (through :func:`_run_parallel`, which keeps
+    non-thread-safe layers safe) from ``PARALLEL_THRESHOLD`` elements of argument
+    ``size_index``, else the serial twin."""
     def kernel(*args):
-        if args[0].size >= PARALLEL_THRESHOLD and not _in_forked_child:
+        if args[size_index].size >= PARALLEL_THRESHOLD and not _in_forked_child:
             _run_parallel(parallel, serial, args)
         else:
             serial(*args)
@@ -1134,20 +1137,6 @@ def {name}_backward__{variant}(gl, x, y, w, pw, p, grad):
 _POS_WEIGHT_LOSSES = ("binary_cross_entropy_with_logits",)
 
 
-def _pick_sized(name: str, parallel, serial, size_index: int):
-    """Like :func:`_pick`, with the work size taken from argument ``size_index``."""
-    def kernel(*args):
-        if args[size_index].size >= PARALLEL_THRESHOLD and not _in_forked_child:
-            parallel(*args)
-        else:
-            serial(*args)
-
-    kernel.__name__ = kernel.__qualname__ = name
-    kernel.parallel = parallel
-    kernel.serial = serial
-    return kernel
-
-
 def _build_losses() -> dict:
     chunks = []
     for variant, loop in (("parallel", "prange"), ("serial", "range")):
@@ -1169,7 +1158,7 @@ def _build_losses() -> dict:
         for kname in spec.kernel_names():
             # work size: x (the first or, for backward, the second argument)
             size_index = 1 if kname.endswith("_backward") else 0
-            kernels[kname] = _pick_sized(kname, _jit_kernel(ns[f"{kname}__parallel"], True),
+            kernels[kname] = _pick(kname, _jit_kernel(ns[f"{kname}__parallel"], True),
                                          _jit_kernel(ns[f"{kname}__serial"], False), size_index)
     return kernels
 

@@ -357,6 +357,34 @@ def test_prelu(spec, form, case, dtype, backend):
                             floor=oracle.part_floor(part, ref, dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_prelu_grad_weight_mixed_signs(dtype, backend):
+    """prelu_backward's weight gradient on many small arrays of mixed signs (and some NaN), for
+    a scalar, a one-element and a per-channel weight, against a float64 sum: guards the 8-lane
+    sum that gcc 12 miscompiled (a lane with x > 0 wiped the others)."""
+    rng = np.random.default_rng(1234)
+    for trial in range(300):
+        n = int(rng.integers(1, 200))
+        x = ((rng.random(n) - 0.5) * 10).astype(dtype)
+        x[rng.random(n) < 0.02] = np.nan
+        g = (rng.random(n) - 0.5).astype(dtype)
+        channels = 3 if trial % 3 == 2 and n >= 3 else 1
+        rows = n // channels
+        xs, gs = x[:rows * channels].reshape(rows, channels), g[:rows * channels].reshape(
+            rows, channels)
+        weight = [0.25, np.array([0.25], dtype), np.full(channels, 0.25, dtype)][trial % 3]
+        _, gw = fa.prelu_backward(gs, x=xs, weight=weight, backend=backend)
+        terms = np.where(xs > 0, 0.0, gs.astype(np.float64) * xs)
+        expected = terms.sum(axis=0) if channels > 1 else terms.sum()
+        scale = np.abs(np.nan_to_num(terms)).sum(axis=0 if channels > 1 else None)
+        bound = (1e-12 if dtype == np.float64 else 1e-6) * scale + 1e-30
+        got = np.asarray(gw, np.float64).reshape(np.shape(expected))
+        nan = np.isnan(expected)
+        assert np.array_equal(np.isnan(got), nan), f"trial {trial} n={n}: NaN pattern"
+        assert np.all(np.abs(got - expected)[~nan] <= np.broadcast_to(bound, got.shape)[~nan]), \
+            f"trial {trial} n={n} weight={type(weight).__name__}: {got} vs {expected}"
+
+
 # ------------------------------------------------------------------------------------------------
 # softmax family
 # ------------------------------------------------------------------------------------------------

@@ -463,8 +463,8 @@ def _elementwise_specs(op: _registry.OpSpec):
     return specs
 
 
-def _other_specs():
-    nblk = "((inner + PRELU_BLOCK - 1) // PRELU_BLOCK)"
+def _row_specs():
+    """(kernel name, arguments, loop length, body) of the softmax family's row kernels."""
     return [
         ("softmax_forward", "x, mask, temperature, out", "x.shape[0]",
          "_softmax_row(x, mask, temperature, out, i, False, False)"),
@@ -482,6 +482,13 @@ def _other_specs():
          "_softmax_backward_row(grad, y, mask, temperature, out, i, True)"),
         ("softmin_backward", "grad, y, mask, temperature, out", "y.shape[0]",
          "_softmax_backward_row(grad, y, mask, -temperature, out, i, False)"),
+    ]
+
+
+def _block_specs():
+    """prelu's kernels: one channel block per iteration."""
+    nblk = "((inner + PRELU_BLOCK - 1) // PRELU_BLOCK)"
+    return [
         ("prelu_forward", "x, weight, inner, out", f"x.size // inner * {nblk}",
          f"_prelu_forward_block(x, weight, inner, {nblk}, out, i)"),
         ("prelu_derivative", "x, weight, inner, out", f"x.size // inner * {nblk}",
@@ -495,6 +502,18 @@ _KERNEL_TEMPLATE = """
 def {name}__{variant}({args}):
     for i in {loop}({count}):
         {body}
+"""
+
+# Row kernels (softmax family): the loop body is one ``NAME__row`` function, compiled once and
+# called by both twins with an int64 index (a prange index is unsigned and would compile a
+# second copy), instead of being inlined into each twin, so a cold start compiles the heavy
+# row body once rather than twice.  Cold `fa.warmup([op])`: softmax 52.6 -> 31.9 s,
+# log_softmax 58.9 -> 39.9 s, logsumexp 23.7 -> 17.8 s; softmax on 512x32000 float32 runs as
+# before (37.4 vs 37.9 ms).  prelu's light block bodies stay inlined (a separate function made
+# its warmup slower, 6.6 -> 10.7 s).
+_ROW_TEMPLATE = """
+def {name}__row({args}, i):
+    {body}
 """
 
 # prelu_backward needs a reduction after its loop: written out rather than templated.
@@ -515,12 +534,17 @@ def prelu_backward__{variant}(grad, x, weight, inner, out, grad_weight):
 def _kernel_source() -> tuple[str, list[tuple[str, str]]]:
     """The whole generated module, and (kernel name, size argument) per kernel."""
     specs = [s for op in _registry.elementwise_ops() for s in _elementwise_specs(op)]
-    specs += _other_specs()
     chunks = []
-    for name, args, count, body in specs:
+    for name, args, count, body in _row_specs():
+        chunks.append(_ROW_TEMPLATE.format(name=name, args=args, body=body))
+    row_calls = [(name, args, count, f"{name}__row({args}, np.int64(i))")
+                 for name, args, count, _ in _row_specs()]
+    specs += _block_specs()
+    for name, args, count, body in specs + row_calls:
         for variant, loop in (("parallel", "prange"), ("serial", "range")):
             chunks.append(_KERNEL_TEMPLATE.format(
                 name=name, variant=variant, args=args, loop=loop, count=count, body=body))
+    specs += _row_specs()
     for variant, loop in (("parallel", "prange"), ("serial", "range")):
         chunks.append(_PRELU_BACKWARD_TEMPLATE.format(variant=variant, loop=loop))
     names = [(s[0], s[1].split(",")[0]) for s in specs] + [("prelu_backward", "grad")]
@@ -662,6 +686,8 @@ def _build() -> dict:
                                             _GENERATED_FILENAME)
     ns = _namespace()
     exec(compile(source, _GENERATED_FILENAME, "exec"), ns)
+    for name in [k for k in ns if k.endswith("__row")]:  # before any kernel is compiled
+        ns[name] = _jit_kernel(ns[name], False)
     kernels = {}
     for name, _ in names:
         kernels[name] = _pick(name, _jit_kernel(ns[f"{name}__parallel"], True),
@@ -983,6 +1009,36 @@ def _ce_prob_row(x, q, weight, smoothing, gs, want_grad, grad, r, scratch, mrec)
     return loss
 
 
+# The row bodies above are inlined into exactly two compiled functions each, one with the
+# gradient and one without (the literal want_grad folds away the other branch), which the
+# kernels then call once per row.  Inlining them straight into every kernel compiled the heavy
+# body six times (three forms x parallel/serial twins): a cold `fa.warmup(["cross_entropy"])`
+# took 237 s, now 71 s.  Passing want_grad as a run-time argument to one compiled function
+# instead made the forward 1.7x slower (its store branch stays in the vector loop).  The row
+# index goes in as np.int64: a prange index is unsigned, a range index signed, and each would
+# compile its own copy.
+@njit(**JIT_OPTIONS)
+def _ce_row_loss(x, target, weight, wsum, ignore_index, smoothing, r, scratch, mrec):
+    return _ce_row(x, target, weight, wsum, ignore_index, smoothing, 1.0, False, x, r,
+                   scratch, mrec)
+
+
+@njit(**JIT_OPTIONS)
+def _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad, r, scratch, mrec):
+    return _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad, r,
+                   scratch, mrec)
+
+
+@njit(**JIT_OPTIONS)
+def _ce_prob_row_loss(x, q, weight, smoothing, r, scratch, mrec):
+    return _ce_prob_row(x, q, weight, smoothing, 1.0, False, x, r, scratch, mrec)
+
+
+@njit(**JIT_OPTIONS)
+def _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, r, scratch, mrec):
+    return _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
+
+
 @njit(inline="always", **JIT_OPTIONS)
 def _nll_row(x, target, weight, ignore_index, gs, want_grad, grad, r):
     t = target[r]
@@ -1003,12 +1059,11 @@ def _nll_row(x, target, weight, ignore_index, gs, want_grad, grad, r):
 _LOSS_ROW_TEMPLATE = """
 def cross_entropy_forward__{variant}(x, target, weight, ignore_index, smoothing, loss):
     wsum = _sum8(weight, weight.size)
-    dummy = np.empty((1, 1), x.dtype)
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, 1.0, False, dummy,
-                          r, scratch, mrec)
+        loss[r] = _ce_row_loss(x, target, weight, wsum, ignore_index, smoothing, np.int64(r),
+                               scratch, mrec)
 
 
 def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing, g, loss, grad):
@@ -1018,8 +1073,8 @@ def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = g[r] if per_row else g[0]
-        loss[r] = _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad,
-                          r, scratch, mrec)
+        loss[r] = _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad,
+                               np.int64(r), scratch, mrec)
 
 
 def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoothing, grad):
@@ -1029,15 +1084,15 @@ def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoot
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = gl[r] if per_row else gl[0]
-        _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, True, grad, r, scratch, mrec)
+        _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad, np.int64(r),
+                     scratch, mrec)
 
 
 def cross_entropy_prob_forward__{variant}(x, q, weight, smoothing, loss):
-    dummy = np.empty((1, 1), x.dtype)
     for r in {loop}(x.shape[0]):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        loss[r] = _ce_prob_row(x, q, weight, smoothing, 1.0, False, dummy, r, scratch, mrec)
+        loss[r] = _ce_prob_row_loss(x, q, weight, smoothing, np.int64(r), scratch, mrec)
 
 
 def cross_entropy_prob_and_grad__{variant}(x, q, weight, smoothing, g, loss, grad):
@@ -1046,7 +1101,8 @@ def cross_entropy_prob_and_grad__{variant}(x, q, weight, smoothing, g, loss, gra
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = g[r] if per_row else g[0]
-        loss[r] = _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
+        loss[r] = _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, np.int64(r), scratch,
+                                    mrec)
 
 
 def cross_entropy_prob_backward__{variant}(gl, x, q, weight, smoothing, grad):
@@ -1055,7 +1111,7 @@ def cross_entropy_prob_backward__{variant}(gl, x, q, weight, smoothing, grad):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         gs = gl[r] if per_row else gl[0]
-        _ce_prob_row(x, q, weight, smoothing, gs, True, grad, r, scratch, mrec)
+        _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, np.int64(r), scratch, mrec)
 
 
 def nll_loss_forward__{variant}(x, target, weight, ignore_index, loss):

@@ -16,6 +16,7 @@ Unavailable backends are skipped with the reason from ``fastact.backend_info()``
 
 from __future__ import annotations
 
+import os
 
 import pytest
 
@@ -33,7 +34,17 @@ def pytest_addoption(parser):
                          "timings exclude page faults; 'default' leaves malloc alone")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # Benchmarks run in one process: the test suite's addopts ask for two xdist workers
+    # (pyproject.toml), and two timed processes would share the cores (pytest-benchmark also
+    # refuses --benchmark-only under xdist).  This runs before xdist and pytest-benchmark
+    # configure themselves (both trylast); a run started from inside an xdist worker (the CLI
+    # test) is not a worker itself.
+    if hasattr(config.option, "dist"):
+        config.option.dist = "no"
+        config.option.numprocesses = None
+    os.environ.pop("PYTEST_XDIST_WORKER", None)
     from fastact import _bench
 
     steady = config.getoption("bench_malloc") == "steady" and _bench.steady_allocator()

@@ -191,6 +191,74 @@ def _elu_backward(grad, *, x, alpha=1.0):
     return np.where(x > 0, grad, grad * (alpha * np.exp(x)))
 
 
+# the PyTorch catalogue: the NumPy expressions a user would write, value and derivative; the
+# fused and backward baselines are the two-step versions of these (what NumPy code does) --------
+
+#: op -> (value, derivative): expressions in x, one (1 in x's dtype), e.g. parameters by name
+_CATALOGUE_EXPRS = {
+    "silu": ("x / (1 + np.exp(-x))",
+             "s = 1 / (1 + np.exp(-x)); s * (1 + x * (1 - s))"),
+    "mish": ("x * np.tanh(np.log1p(np.exp(x)))",
+             "e = np.exp(x); t = np.tanh(np.log1p(e)); t + x * (1 - t * t) * e / (1 + e)"),
+    "softplus": ("np.where(beta * x > threshold, x, np.log1p(np.exp(beta * x)) / beta)",
+                 "np.where(beta * x > threshold, one, 1 / (1 + np.exp(-beta * x)))"),
+    "softsign": ("x / (1 + np.abs(x))", "1 / (1 + np.abs(x)) ** 2"),
+    "selu": ("scale * np.where(x > 0, x, alpha * np.expm1(x))",
+             "scale * np.where(x > 0, one, alpha * np.exp(x))"),
+    "celu": ("np.where(x > 0, x, alpha * np.expm1(x / alpha))",
+             "np.where(x > 0, one, np.exp(x / alpha))"),
+    "relu6": ("np.clip(x, 0, 6)", "((x > 0) & (x < 6)).astype(x.dtype)"),
+    "hardtanh": ("np.clip(x, min_val, max_val)",
+                 "((x > min_val) & (x < max_val)).astype(x.dtype)"),
+    "hardsigmoid": ("np.clip(x / 6 + 0.5, 0, 1)", "((x > -3) & (x < 3)) / x.dtype.type(6)"),
+    "hardswish": ("x * np.clip(x + 3, 0, 6) / 6",
+                  "np.where(x < -3, 0, np.where(x > 3, one, x / 3 + 0.5))"),
+    "log_sigmoid": ("-np.logaddexp(0, -x)", "1 / (1 + np.exp(x))"),
+    "tanhshrink": ("x - np.tanh(x)", "np.tanh(x) ** 2"),
+    "hardshrink": ("np.where(np.abs(x) > lambd, x, 0)", "(np.abs(x) > lambd).astype(x.dtype)"),
+    "softshrink": ("np.where(np.abs(x) > lambd, x - np.sign(x) * lambd, 0)",
+                   "(np.abs(x) > lambd).astype(x.dtype)"),
+    "threshold": ("np.where(x > threshold, x, value)", "(x > threshold).astype(x.dtype)"),
+}
+_SELU = {"alpha": 1.6732632423543772, "scale": 1.0507009873554805}
+
+
+def _eval_expr(expr: str, x, params: dict):
+    """Evaluate ``stmt; stmt; result`` with x, one and the parameters (in x's dtype)."""
+    t = x.dtype.type
+    ns = {"np": np, "x": x, "one": t(1), **{k: t(v) for k, v in params.items()}}
+    *stmts, last = [part.strip() for part in expr.split(";")]
+    for stmt in stmts:
+        exec(stmt, ns)
+    r = eval(last, ns)
+    return r if r.dtype == x.dtype else r.astype(x.dtype)
+
+
+def _register_catalogue() -> None:
+    for op, (value, derivative) in _CATALOGUE_EXPRS.items():
+        fixed = _SELU if op == "selu" else {}
+
+        def fwd(x, _v=value, _f=fixed, **p):
+            return _eval_expr(_v, x, {**_f, **p})
+
+        def der(x, _d=derivative, _f=fixed, **p):
+            return _eval_expr(_d, x, {**_f, **p})
+
+        def both(x, _v=value, _d=derivative, _f=fixed, **p):
+            return _eval_expr(_v, x, {**_f, **p}), _eval_expr(_d, x, {**_f, **p})
+
+        def back(grad, *, x, _d=derivative, _f=fixed, **p):
+            return grad * _eval_expr(_d, x, {**_f, **p})
+
+        _baseline(op, "forward", value)(fwd)
+        _baseline(op, "derivative", derivative)(der)
+        _baseline(op, "and_derivative", f"({value}, {derivative})")(both)
+        _baseline(op, "backward", f"grad * ({derivative})")(back)
+
+
+_register_catalogue()
+
+
 # prelu ------------------------------------------------------------------------------------------
 
 def _channel(x, weight):

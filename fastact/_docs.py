@@ -139,6 +139,345 @@ array([0.13533528, 1.        , 1.        ])""",
 array([0.13533528, 1.        , 2.        ])""",
         },
     },
+    "silu": {
+        "formula": """\
+.. math:: \\operatorname{silu}(x) = x\\,\\sigma(x), \\qquad \\operatorname{silu}'(x) = \\sigma(x)\\,(1 + x\\,(1 - \\sigma(x)))""",
+        "notes": """\
+Also called swish.  Stable form: with ``e = exp(-|x|)``, ``x / (1 + e)`` for x >= 0 and
+``x e / (1 + e)`` for x < 0, in float64, rounded once (float32 results stay accurate where
+sigmoid alone would be subnormal).  Limits: silu(-inf) = 0, silu(inf) = inf; the derivative
+tends to 0 and 1.  Its minimum is -0.2785 at x = -1.2785: unlike ReLU it is smooth and slightly
+negative, so gradients still flow for moderately negative inputs.""",
+        "examples": {
+            "forward": """\
+>>> fa.silu(np.array([-2.0, 0.0, 1.5]))
+array([-0.23840584,  0.        ,  1.22636171])""",
+            "derivative": """\
+>>> fa.silu_derivative(np.array([-2.0, 0.0, 1.5]))
+array([-0.09078425,  0.5       ,  1.04129415])""",
+            "and_derivative": """\
+>>> fa.silu_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-0.23840584,  0.31122968], dtype=float32), array([-0.09078425,  0.7399612 ], dtype=float32))""",
+            "backward": """\
+>>> fa.silu_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([-0.09078425,  0.5       ,  2.08258831])""",
+        },
+    },
+    "mish": {
+        "formula": """\
+.. math:: \\operatorname{mish}(x) = x \\tanh(\\operatorname{softplus}(x)), \\qquad \\operatorname{mish}'(x) = \\tanh(s) + x\\,\\operatorname{sech}^2(s)\\,\\sigma(x),\\ s = \\operatorname{softplus}(x)""",
+        "notes": """\
+Stable form: ``tanh(log(1 + e)) = n / (n + 2)`` with ``n = e (e + 2)``, ``e = exp(x)``: no
+cancellation in either tail; for x > 20 the value is x and the derivative 1 (within 2 ULP).
+Limits: mish(-inf) = 0, mish(inf) = inf.""",
+        "examples": {
+            "forward": """\
+>>> fa.mish(np.array([-2.0, 0.0, 1.5]))
+array([-0.25250148,  0.        ,  1.40337827])""",
+            "derivative": """\
+>>> fa.mish_derivative(np.array([-2.0, 0.0, 1.5]))
+array([-0.10835509,  0.6       ,  1.08848799])""",
+            "and_derivative": """\
+>>> fa.mish_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-0.2525015,  0.3752452], dtype=float32), array([-0.10835509,  0.88642436], dtype=float32))""",
+            "backward": """\
+>>> fa.mish_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([-0.10835509,  0.6       ,  2.17697597])""",
+        },
+    },
+    "softplus": {
+        "formula": """\
+.. math:: \\operatorname{softplus}(x) = \\tfrac{1}{\\beta}\\log(1 + e^{\\beta x}), \\qquad \\operatorname{softplus}'(x) = \\sigma(\\beta x)""",
+        "params": {
+            "beta": 'Sharpness; > 0.',
+            "threshold": 'Above ``beta * x > threshold`` the result is x (and the derivative 1), as in PyTorch.',
+        },
+        "notes": """\
+Stable form: ``(max(bx, 0) + log1p(exp(-|bx|))) / beta`` with ``bx = beta * x``.  PyTorch's
+threshold is kept: ``x`` is returned where ``beta * x > threshold`` (the accuracy oracle applies
+the same rule).  softplus(-inf) = 0, softplus(inf) = inf.  A smooth ReLU whose derivative is
+the sigmoid.""",
+        "examples": {
+            "forward": """\
+>>> fa.softplus(np.array([-2.0, 0.0, 1.5]))
+array([0.12692801, 0.69314718, 1.70141328])""",
+            "derivative": """\
+>>> fa.softplus_derivative(np.array([-2.0, 0.0, 1.5]))
+array([0.11920292, 0.5       , 0.81757448])""",
+            "and_derivative": """\
+>>> fa.softplus_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([0.12692802, 0.974077  ], dtype=float32), array([0.11920292, 0.62245935], dtype=float32))""",
+            "backward": """\
+>>> fa.softplus_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([0.11920292, 0.5       , 1.63514895])""",
+        },
+    },
+    "softsign": {
+        "formula": """\
+.. math:: \\operatorname{softsign}(x) = \\frac{x}{1 + |x|}, \\qquad \\operatorname{softsign}'(x) = \\frac{1}{(1 + |x|)^2}""",
+        "notes": """\
+Like tanh, but approaches +-1 polynomially, so it saturates more slowly.  softsign(+-inf)
+= +-1, derivative 0.""",
+        "examples": {
+            "forward": """\
+>>> fa.softsign(np.array([-2.0, 0.0, 1.5]))
+array([-0.66666667,  0.        ,  0.6       ])""",
+            "derivative": """\
+>>> fa.softsign_derivative(np.array([-2.0, 0.0, 1.5]))
+array([0.11111111, 1.        , 0.16      ])""",
+            "and_derivative": """\
+>>> fa.softsign_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-0.6666667 ,  0.33333334], dtype=float32), array([0.11111111, 0.44444445], dtype=float32))""",
+            "backward": """\
+>>> fa.softsign_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([0.11111111, 1.        , 0.32      ])""",
+        },
+    },
+    "selu": {
+        "formula": """\
+.. math:: \\operatorname{selu}(x) = \\lambda\\,(x \\text{ if } x > 0 \\text{ else } \\alpha (e^{x} - 1)), \\qquad \\operatorname{selu}'(x) = \\lambda \\text{ if } x > 0 \\text{ else } \\lambda \\alpha e^{x}""",
+        "notes": """\
+With PyTorch's constants alpha = 1.6732632423543772, lambda = 1.0507009873554805 (the
+self-normalising values).  Stable form: ``expm1``.  selu'(0) = lambda * alpha (PyTorch's
+convention: the x <= 0 branch).  From the output: y + lambda alpha for y <= 0.""",
+        "examples": {
+            "forward": """\
+>>> fa.selu(np.array([-2.0, 0.0, 1.5]))
+array([-1.52016647,  0.        ,  1.57605148])""",
+            "derivative": """\
+>>> fa.selu_derivative(np.array([-2.0, 0.0, 1.5]))
+array([0.23793287, 1.75809934, 1.05070099])""",
+            "and_derivative": """\
+>>> fa.selu_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-1.5201665,  0.5253505], dtype=float32), array([0.23793288, 1.050701  ], dtype=float32))""",
+            "backward": """\
+>>> fa.selu_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([0.23793287, 1.75809934, 2.10140197])""",
+        },
+    },
+    "celu": {
+        "formula": """\
+.. math:: \\operatorname{celu}(x) = x \\text{ if } x > 0 \\text{ else } \\alpha (e^{x/\\alpha} - 1), \\qquad \\operatorname{celu}'(x) = 1 \\text{ if } x > 0 \\text{ else } e^{x/\\alpha}""",
+        "params": {
+            "alpha": 'Scale of the negative branch; must not be 0.',
+        },
+        "notes": """\
+Continuously differentiable at 0 for any alpha (celu'(0) = 1).  Stable form: ``expm1``.
+From the output: y / alpha + 1 for y <= 0 (``y=`` accepted when alpha > 0).""",
+        "examples": {
+            "forward": """\
+>>> fa.celu(np.array([-2.0, 0.0, 1.5]))
+array([-0.86466472,  0.        ,  1.5       ])""",
+            "derivative": """\
+>>> fa.celu_derivative(np.array([-2.0, 0.0, 1.5]))
+array([0.13533528, 1.        , 1.        ])""",
+            "and_derivative": """\
+>>> fa.celu_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-0.86466473,  0.5       ], dtype=float32), array([0.13533528, 1.        ], dtype=float32))""",
+            "backward": """\
+>>> fa.celu_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([0.13533528, 1.        , 2.        ])""",
+        },
+    },
+    "relu6": {
+        "formula": """\
+.. math:: \\operatorname{relu6}(x) = \\min(\\max(x, 0), 6), \\qquad \\operatorname{relu6}'(x) = 1 \\text{ if } 0 < x < 6 \\text{ else } 0""",
+        "notes": """\
+Exact.  The derivative is 1 strictly inside (0, 6) and 0 at both edges (PyTorch's
+hardtanh convention).  NaN propagates.""",
+        "examples": {
+            "forward": """\
+>>> fa.relu6(np.array([-2.0, 3.0, 7.0]))
+array([0., 3., 6.])""",
+            "derivative": """\
+>>> fa.relu6_derivative(np.array([-2.0, 3.0, 7.0]))
+array([0., 1., 0.])""",
+            "and_derivative": """\
+>>> fa.relu6_and_derivative(np.array([-2.0, 3.0], dtype=np.float32))
+(array([0., 3.], dtype=float32), array([0., 1.], dtype=float32))""",
+            "backward": """\
+>>> fa.relu6_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 3.0, 7.0]))
+array([0., 1., 0.])""",
+        },
+    },
+    "hardtanh": {
+        "formula": """\
+.. math:: \\operatorname{hardtanh}(x) = \\min(\\max(x, a), b), \\qquad \\operatorname{hardtanh}'(x) = 1 \\text{ if } a < x < b \\text{ else } 0""",
+        "params": {
+            "min_val": 'Lower clip value a.',
+            "max_val": 'Upper clip value b; ``min_val > max_val`` is a ValueError.',
+        },
+        "notes": """\
+Exact.  The derivative is 0 at the edges (PyTorch).  NaN propagates.""",
+        "examples": {
+            "forward": """\
+>>> fa.hardtanh(np.array([-2.0, 0.5, 1.5]))
+array([-1. ,  0.5,  1. ])""",
+            "derivative": """\
+>>> fa.hardtanh_derivative(np.array([-2.0, 0.5, 1.5]))
+array([0., 1., 0.])""",
+            "and_derivative": """\
+>>> fa.hardtanh_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-1. ,  0.5], dtype=float32), array([0., 1.], dtype=float32))""",
+            "backward": """\
+>>> fa.hardtanh_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.5, 1.5]))
+array([0., 1., 0.])""",
+        },
+    },
+    "hardsigmoid": {
+        "formula": """\
+.. math:: \\operatorname{hardsigmoid}(x) = \\operatorname{relu6}(x + 3) / 6, \\qquad \\operatorname{hardsigmoid}'(x) = 1/6 \\text{ if } -3 < x < 3 \\text{ else } 0""",
+        "notes": """\
+A piecewise-linear sigmoid (MobileNetV3).  Derivative 0 at x = +-3 (PyTorch).""",
+        "examples": {
+            "forward": """\
+>>> fa.hardsigmoid(np.array([-4.0, 0.0, 1.5]))
+array([0.  , 0.5 , 0.75])""",
+            "derivative": """\
+>>> fa.hardsigmoid_derivative(np.array([-4.0, 0.0, 1.5]))
+array([0.        , 0.16666667, 0.16666667])""",
+            "and_derivative": """\
+>>> fa.hardsigmoid_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([0.16666667, 0.5833333 ], dtype=float32), array([0.16666667, 0.16666667], dtype=float32))""",
+            "backward": """\
+>>> fa.hardsigmoid_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-4.0, 0.0, 1.5]))
+array([0.        , 0.16666667, 0.33333333])""",
+        },
+    },
+    "hardswish": {
+        "formula": """\
+.. math:: \\operatorname{hardswish}(x) = x\\,\\operatorname{relu6}(x + 3) / 6, \\qquad \\operatorname{hardswish}'(x) = 0\\ (x < -3),\\ x/3 + 1/2\\ (-3 \\le x \\le 3),\\ 1\\ (x > 3)""",
+        "notes": """\
+A piecewise swish (MobileNetV3).  The derivative at the edges follows PyTorch:
+-1/2 at x = -3, 3/2 at x = 3.""",
+        "examples": {
+            "forward": """\
+>>> fa.hardswish(np.array([-4.0, 0.0, 1.5]))
+array([0.   , 0.   , 1.125])""",
+            "derivative": """\
+>>> fa.hardswish_derivative(np.array([-4.0, 0.0, 1.5]))
+array([0. , 0.5, 1. ])""",
+            "and_derivative": """\
+>>> fa.hardswish_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-0.33333334,  0.29166666], dtype=float32), array([-0.16666667,  0.6666667 ], dtype=float32))""",
+            "backward": """\
+>>> fa.hardswish_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-4.0, 0.0, 1.5]))
+array([0. , 0.5, 2. ])""",
+        },
+    },
+    "log_sigmoid": {
+        "formula": """\
+.. math:: \\log\\sigma(x) = -\\log(1 + e^{-x}), \\qquad (\\log\\sigma)'(x) = \\sigma(-x)""",
+        "notes": """\
+Stable form: ``min(x, 0) - log1p(exp(-|x|))``: no overflow for x -> -inf (log_sigmoid(-inf)
+= -inf) and full relative accuracy for x -> +inf, where the result is -exp(-x).""",
+        "examples": {
+            "forward": """\
+>>> fa.log_sigmoid(np.array([-2.0, 0.0, 1.5]))
+array([-2.12692801, -0.69314718, -0.20141328])""",
+            "derivative": """\
+>>> fa.log_sigmoid_derivative(np.array([-2.0, 0.0, 1.5]))
+array([0.88079708, 0.5       , 0.18242552])""",
+            "and_derivative": """\
+>>> fa.log_sigmoid_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-2.126928, -0.474077], dtype=float32), array([0.8807971 , 0.37754068], dtype=float32))""",
+            "backward": """\
+>>> fa.log_sigmoid_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([0.88079708, 0.5       , 0.36485105])""",
+        },
+    },
+    "tanhshrink": {
+        "formula": """\
+.. math:: \\operatorname{tanhshrink}(x) = x - \\tanh(x), \\qquad \\operatorname{tanhshrink}'(x) = \\tanh^2(x)""",
+        "notes": """\
+For |x| < 0.625 the Cephes rational approximation of tanh gives ``tanh(x) - x`` directly,
+avoiding the cancellation of ``x - tanh(x)`` near 0 (where the result is about x^3 / 3).""",
+        "examples": {
+            "forward": """\
+>>> fa.tanhshrink(np.array([-2.0, 0.0, 1.5]))
+array([-1.03597242,  0.        ,  0.59485175])""",
+            "derivative": """\
+>>> fa.tanhshrink_derivative(np.array([-2.0, 0.0, 1.5]))
+array([0.92934918, 0.        , 0.81929336])""",
+            "and_derivative": """\
+>>> fa.tanhshrink_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
+(array([-1.0359725 ,  0.03788284], dtype=float32), array([0.9293492 , 0.21355227], dtype=float32))""",
+            "backward": """\
+>>> fa.tanhshrink_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
+array([0.92934918, 0.        , 1.63858672])""",
+        },
+    },
+    "hardshrink": {
+        "formula": """\
+.. math:: \\operatorname{hardshrink}(x) = x \\text{ if } |x| > \\lambda \\text{ else } 0, \\qquad \\operatorname{hardshrink}'(x) = 1 \\text{ if } |x| > \\lambda \\text{ else } 0""",
+        "params": {
+            "lambd": 'Threshold; >= 0.',
+        },
+        "notes": """\
+Exact.  Values with |x| <= lambd (edges included) become 0, as in PyTorch.""",
+        "examples": {
+            "forward": """\
+>>> fa.hardshrink(np.array([-1.0, 0.25, 2.0]))
+array([-1.,  0.,  2.])""",
+            "derivative": """\
+>>> fa.hardshrink_derivative(np.array([-1.0, 0.25, 2.0]))
+array([1., 0., 1.])""",
+            "and_derivative": """\
+>>> fa.hardshrink_and_derivative(np.array([-1.0, 0.25], dtype=np.float32))
+(array([-1.,  0.], dtype=float32), array([1., 0.], dtype=float32))""",
+            "backward": """\
+>>> fa.hardshrink_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-1.0, 0.25, 2.0]))
+array([1., 0., 2.])""",
+        },
+    },
+    "softshrink": {
+        "formula": """\
+.. math:: \\operatorname{softshrink}(x) = x - \\lambda\\,\\operatorname{sign}(x) \\text{ if } |x| > \\lambda \\text{ else } 0, \\qquad \\operatorname{softshrink}'(x) = 1 \\text{ if } |x| > \\lambda \\text{ else } 0""",
+        "params": {
+            "lambd": 'Shrinkage; >= 0.',
+        },
+        "notes": """\
+Soft thresholding (the proximal operator of lambd * |x|).  Within 1 ULP (one rounding).""",
+        "examples": {
+            "forward": """\
+>>> fa.softshrink(np.array([-1.0, 0.25, 2.0]))
+array([-0.5,  0. ,  1.5])""",
+            "derivative": """\
+>>> fa.softshrink_derivative(np.array([-1.0, 0.25, 2.0]))
+array([1., 0., 1.])""",
+            "and_derivative": """\
+>>> fa.softshrink_and_derivative(np.array([-1.0, 0.25], dtype=np.float32))
+(array([-0.5,  0. ], dtype=float32), array([1., 0.], dtype=float32))""",
+            "backward": """\
+>>> fa.softshrink_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-1.0, 0.25, 2.0]))
+array([1., 0., 2.])""",
+        },
+    },
+    "threshold": {
+        "formula": """\
+.. math:: \\operatorname{threshold}(x) = x \\text{ if } x > t \\text{ else } v, \\qquad \\operatorname{threshold}'(x) = 1 \\text{ if } x > t \\text{ else } 0""",
+        "params": {
+            "threshold": 't: values at or below it are replaced (required, like torch.nn.functional.threshold).',
+            "value": 'v: the replacement (required).',
+        },
+        "notes": """\
+Exact.  ``fa.threshold(x, 0.1, 20.0)`` as in ``torch.nn.functional.threshold``; NaN
+propagates (PyTorch compares ``x <= threshold``).""",
+        "examples": {
+            "forward": """\
+>>> fa.threshold(np.array([-1.0, 0.1, 2.0]), 0.1, 20.0)
+array([20., 20.,  2.])""",
+            "derivative": """\
+>>> fa.threshold_derivative(np.array([-1.0, 0.1, 2.0]), 0.1, 20.0)
+array([0., 0., 1.])""",
+            "and_derivative": """\
+>>> fa.threshold_and_derivative(np.array([-1.0, 2.0], dtype=np.float32), 0.1, 20.0)
+(array([20.,  2.], dtype=float32), array([0., 1.], dtype=float32))""",
+            "backward": """\
+>>> fa.threshold_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-1.0, 0.1, 2.0]), threshold=0.1, value=20.0)
+array([0., 0., 2.])""",
+        },
+    },
     "prelu": {
         "formula": """\
 .. math:: \\operatorname{prelu}(x, w) = x \\text{ if } x > 0 \\text{ else } w_c\\, x,

@@ -211,6 +211,192 @@ def elu_derivative_from_y(y, alpha):
     return 1.0 if y > 0.0 else y + alpha
 
 
+# --- the PyTorch catalogue (issue 5) -------------------------------------------------------------
+# Tails: where a product like x * sigmoid(x) would be (+-inf) * 0 = NaN at x = +-inf, the formulas
+# select the limit for |x| beyond the point where the true value is 0 or x in float64
+# (|x| > TAIL); NaN fails every comparison and goes through the formula, so it propagates.
+TAIL = 800.0
+
+
+def silu(x):
+    e = exp_poly(-fabs(x))
+    r = x / (1.0 + e)
+    v = r if x >= 0.0 else r * e
+    return (x if x > 0.0 else 0.0) if fabs(x) > TAIL else v
+
+
+def silu_derivative(x):
+    # s + x s (1 - s) with s = sigmoid(x); s (1 - s) = e / (1 + e)^2, e = exp(-|x|)
+    e = exp_poly(-fabs(x))
+    q = 1.0 / (1.0 + e)
+    s = q if x >= 0.0 else e * q
+    d = s + x * e * q * q
+    return (1.0 if x > 0.0 else 0.0) if fabs(x) > TAIL else d
+
+
+def softplus(x, beta, limit):
+    # PyTorch: x where beta * x > threshold (= limit), else log1p(exp(beta x)) / beta, computed
+    # stably as (max(bx, 0) + log1p(exp(-|bx|))) / beta
+    bx = beta * x
+    v = ((bx if bx > 0.0 else 0.0) + log1p(exp_poly(-fabs(bx)))) / beta
+    return x if bx > limit else v
+
+
+def softplus_derivative(x, beta, limit):
+    bx = beta * x
+    return 1.0 if bx > limit else sigmoid(bx)
+
+
+def log_sigmoid(x):
+    # -softplus(-x) = min(x, 0) - log1p(exp(-|x|))
+    return (x if x < 0.0 else 0.0) - log1p(exp_poly(-fabs(x)))
+
+
+def log_sigmoid_derivative(x):
+    return sigmoid(-x)
+
+
+def softsign(x):
+    a = fabs(x)
+    return copysign(1.0, x) if a > 1e300 else x / (1.0 + a)
+
+
+def softsign_derivative(x):
+    q = 1.0 + fabs(x)
+    return 1.0 / (q * q)
+
+
+def tanhshrink(x):
+    # x - tanh(x): for |x| < 0.625 the Cephes rational gives tanh(x) - x = x z P(z)/Q(z) directly,
+    # without the cancellation of x - tanh(x)
+    a = fabs(x)
+    z = x * x
+    p = (TANH_P0 * z + TANH_P1) * z + TANH_P2
+    q = ((z + TANH_Q0) * z + TANH_Q1) * z + TANH_Q2
+    small = -(x * (z * p / q))
+    return small if a < 0.625 else x - tanh(x)
+
+
+def tanhshrink_derivative(x):
+    t = tanh(x)
+    return t * t
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x):
+    return SELU_SCALE * (x if x > 0.0 else SELU_ALPHA * expm1(x))
+
+
+def selu_derivative(x):
+    # x <= 0 takes the exponential branch: selu'(0) = scale * alpha (PyTorch's left branch)
+    return SELU_SCALE if x > 0.0 else SELU_SCALE * SELU_ALPHA * exp_poly(x)
+
+
+def selu_derivative_from_y(y):
+    # y = scale alpha (e^x - 1) for x <= 0, so scale alpha e^x = y + scale alpha
+    return SELU_SCALE if y > 0.0 else y + SELU_SCALE * SELU_ALPHA
+
+
+def celu(x, alpha):
+    return x if x > 0.0 else alpha * expm1(x / alpha)
+
+
+def celu_derivative(x, alpha):
+    return 1.0 if x > 0.0 else exp_poly(x / alpha)
+
+
+def celu_derivative_from_y(y, alpha):
+    # y = alpha (e^(x/alpha) - 1), so e^(x/alpha) = y / alpha + 1 (valid for alpha > 0)
+    return 1.0 if y > 0.0 else y / alpha + 1.0
+
+
+def mish(x):
+    # x tanh(softplus(x)) with tanh(log(1 + e)) = n / (n + 2), n = e (e + 2), e = exp(x):
+    # no cancellation anywhere; x for x > 20 (tanh(softplus) rounds to 1 there)
+    e = exp_poly(x if x < 20.0 else 20.0)
+    n = e * (e + 2.0)
+    v = x * (n / (n + 2.0))
+    return x if x > 20.0 else (0.0 if x < -TAIL else v)
+
+
+def mish_derivative(x):
+    # tanh(sp) + x sech^2(sp) sigmoid(x), sech^2(sp) = (4n + 4) / (n + 2)^2, sigmoid = e / (1 + e)
+    e = exp_poly(x if x < 20.0 else 20.0)
+    n = e * (e + 2.0)
+    q = n + 2.0
+    d = n / q + x * (4.0 * n + 4.0) / (q * q) * (e / (1.0 + e))
+    return 1.0 if x > 20.0 else (0.0 if x < -TAIL else d)
+
+
+def relu6(x):
+    return 0.0 if x <= 0.0 else (6.0 if x >= 6.0 else x)
+
+
+def relu6_derivative(x):
+    return _step(x, 0.0, 1.0) * _step(6.0 - x, 0.0, 1.0)
+
+
+def relu6_derivative_from_y(y):
+    return _step(y, 0.0, 1.0) * _step(6.0 - y, 0.0, 1.0)
+
+
+def hardtanh(x, min_val, max_val):
+    return min_val if x <= min_val else (max_val if x >= max_val else x)
+
+
+def hardtanh_derivative(x, min_val, max_val):
+    # 1 strictly inside (min_val, max_val), 0 at and beyond the edges (PyTorch)
+    return _step(x - min_val, 0.0, 1.0) * _step(max_val - x, 0.0, 1.0)
+
+
+def hardtanh_derivative_from_y(y, min_val, max_val):
+    return _step(y - min_val, 0.0, 1.0) * _step(max_val - y, 0.0, 1.0)
+
+
+def hardsigmoid(x):
+    return 0.0 if x <= -3.0 else (1.0 if x >= 3.0 else x / 6.0 + 0.5)
+
+
+def hardsigmoid_derivative(x):
+    return _step(x + 3.0, 0.0, 1.0 / 6.0) * _step(3.0 - x, 0.0, 1.0)
+
+
+def hardswish(x):
+    return 0.0 if x <= -3.0 else (x if x >= 3.0 else x * (x + 3.0) / 6.0)
+
+
+def hardswish_derivative(x):
+    # PyTorch: 0 for x < -3, x / 3 + 1/2 for -3 <= x <= 3, 1 above
+    return 0.0 if x < -3.0 else (1.0 if x > 3.0 else x / 3.0 + 0.5)
+
+
+def hardshrink(x, lambd):
+    return 0.0 if fabs(x) <= lambd else x
+
+
+def hardshrink_derivative(x, lambd):
+    return _step(fabs(x) - lambd, 0.0, 1.0)
+
+
+def softshrink(x, lambd):
+    return 0.0 if fabs(x) <= lambd else x - copysign(lambd, x)
+
+
+def softshrink_derivative(x, lambd):
+    return _step(fabs(x) - lambd, 0.0, 1.0)
+
+
+def threshold(x, th, value):
+    return value if x <= th else x  # NaN fails x <= th and propagates (PyTorch)
+
+
+def threshold_derivative(x, th, value):
+    return _step(x - th, 0.0, 1.0)
+
+
 # --- losses: per-element value and gradient (kernels multiply by the element weight) -----------
 # Each takes (x, y, p): input, target and one parameter (delta, beta, pos_weight, log_target as
 # 0/1; unused by mse/l1/bce).  0 * inf is never formed where the mathematical limit is finite:

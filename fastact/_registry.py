@@ -46,6 +46,8 @@ class Param:
     default: float | str | None
     check: str = "finite"
     choices: tuple[str, ...] = ()
+    #: value used for a required parameter by tests, benchmarks and examples
+    example: float = 0.0
 
     @property
     def required(self) -> bool:
@@ -120,7 +122,8 @@ class OpSpec:
 
     @property
     def defaults(self) -> dict[str, float]:
-        return {p.name: p.default for p in self.params}
+        """Default of every parameter (a required one: its ``example`` value)."""
+        return {p.name: (p.example if p.required else p.default) for p in self.params}
 
     def public_name(self, form: str) -> str:
         """``sigmoid`` + ``derivative`` -> ``sigmoid_derivative``; ``forward`` is the bare name."""
@@ -182,6 +185,102 @@ OPS: tuple[OpSpec, ...] = (
         bound=Bound(4, 4), domain=(-20.0, 8.0),
         numpy_expr="np.where(x > 0, x, np.expm1(x))",
         summary="x for x > 0, alpha * (exp(x) - 1) otherwise",
+    ),
+    # --- the PyTorch catalogue ---------------------------------------------------------------
+    OpSpec(
+        "silu", "elementwise", bound=Bound(4, 4), domain=(-20.0, 20.0),
+        numpy_expr="x / (1 + np.exp(-x))",
+        summary="sigmoid-weighted linear unit x * sigmoid(x) (swish)",
+    ),
+    OpSpec(
+        "mish", "elementwise", bound=Bound(8, 4), domain=(-20.0, 20.0),
+        numpy_expr="x * np.tanh(np.log1p(np.exp(x)))",
+        summary="self-regularised activation x * tanh(softplus(x))",
+    ),
+    OpSpec(
+        "softplus", "elementwise",
+        params=(Param("beta", 1.0, "positive"), Param("threshold", 20.0, "finite")),
+        bound=Bound(4, 4), domain=(-20.0, 30.0),
+        numpy_expr="np.where(x > 20, x, np.log1p(np.exp(x)))",
+        summary="smooth ReLU log(1 + exp(beta x)) / beta, x where beta x > threshold",
+    ),
+    OpSpec(
+        "softsign", "elementwise", bound=Bound(4, 4), domain=(-20.0, 20.0),
+        numpy_expr="x / (1 + np.abs(x))",
+        summary="x / (1 + |x|)",
+    ),
+    OpSpec(
+        "selu", "elementwise",
+        y_backward=_always, y_backward_rule="always",
+        bound=Bound(4, 4), domain=(-20.0, 8.0),
+        numpy_expr="1.0507 * np.where(x > 0, x, 1.67326 * np.expm1(x))",
+        summary="scaled ELU scale * (x if x > 0 else alpha * (exp(x) - 1)), self-normalising",
+    ),
+    OpSpec(
+        "celu", "elementwise",
+        params=(Param("alpha", 1.0, "nonzero"),),
+        y_backward=lambda p: p["alpha"] > 0, y_backward_rule="alpha > 0",
+        bound=Bound(4, 4), domain=(-20.0, 8.0),
+        numpy_expr="np.where(x > 0, x, np.expm1(x))",
+        summary="continuously differentiable ELU: x if x > 0 else alpha * (exp(x / alpha) - 1)",
+    ),
+    OpSpec(
+        "relu6", "elementwise",
+        y_backward=_always, y_backward_rule="always",
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.clip(x, 0, 6)",
+        summary="ReLU capped at 6: min(max(x, 0), 6)",
+    ),
+    OpSpec(
+        "hardtanh", "elementwise",
+        params=(Param("min_val", -1.0, "finite"), Param("max_val", 1.0, "finite")),
+        y_backward=_always, y_backward_rule="always",
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.clip(x, -1, 1)",
+        summary="x clipped to [min_val, max_val]",
+        extra={"ordered": ("min_val", "max_val")},
+    ),
+    OpSpec(
+        "hardsigmoid", "elementwise", bound=Bound(2, 2), derivative_bound=EXACT,
+        numpy_expr="np.clip(x / 6 + 0.5, 0, 1)",
+        summary="piecewise-linear sigmoid relu6(x + 3) / 6",
+    ),
+    OpSpec(
+        "hardswish", "elementwise", bound=Bound(4, 4),
+        numpy_expr="x * np.clip(x + 3, 0, 6) / 6",
+        summary="piecewise swish x * relu6(x + 3) / 6",
+    ),
+    OpSpec(
+        "log_sigmoid", "elementwise", bound=Bound(4, 4), domain=(-30.0, 30.0),
+        numpy_expr="-np.log1p(np.exp(-x))",
+        summary="log(sigmoid(x)) = -softplus(-x)",
+    ),
+    OpSpec(
+        "tanhshrink", "elementwise", bound=Bound(4, 4),
+        numpy_expr="x - np.tanh(x)",
+        summary="x - tanh(x)",
+    ),
+    OpSpec(
+        "hardshrink", "elementwise",
+        params=(Param("lambd", 0.5, "nonnegative"),),
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.where(np.abs(x) > 0.5, x, 0)",
+        summary="x where |x| > lambd, else 0",
+    ),
+    OpSpec(
+        "softshrink", "elementwise",
+        params=(Param("lambd", 0.5, "nonnegative"),),
+        bound=Bound(1, 1), derivative_bound=EXACT,
+        numpy_expr="np.where(np.abs(x) > 0.5, x - np.sign(x) * 0.5, 0)",
+        summary="x shrunk towards 0 by lambd (soft thresholding)",
+    ),
+    OpSpec(
+        "threshold", "elementwise",
+        params=(Param("threshold", None, "finite", example=0.1),
+                Param("value", None, "finite", example=20.0)),
+        bound=EXACT, derivative_bound=EXACT,
+        numpy_expr="np.where(x > threshold, x, value)",
+        summary="x where x > threshold, else value",
     ),
     OpSpec(
         "prelu", "channel",

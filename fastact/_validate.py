@@ -117,6 +117,8 @@ def real_param(fname: str, name: str, value, check: str = "finite") -> float:
         raise ValueError(f"{fname}: {name} must be > 0, got {value}")
     if check == "nonnegative" and not value >= 0:
         raise ValueError(f"{fname}: {name} must be >= 0, got {value}")
+    if check == "nonzero" and value == 0:
+        raise ValueError(f"{fname}: {name} must not be 0 (it divides x)")
     return value
 
 
@@ -129,8 +131,15 @@ def choice_param(fname: str, param, value) -> float:
 
 
 def params(fname: str, spec: _registry.OpSpec, values: dict) -> tuple[float, ...]:
-    return tuple(choice_param(fname, p, values[p.name]) if p.choices
-                 else real_param(fname, p.name, values[p.name], p.check) for p in spec.params)
+    result = tuple(choice_param(fname, p, values[p.name]) if p.choices
+                   else real_param(fname, p.name, values[p.name], p.check) for p in spec.params)
+    ordered = spec.extra.get("ordered")
+    if ordered:  # e.g. hardtanh: min_val <= max_val
+        lo, hi = (result[spec.param_names.index(n)] for n in ordered)
+        if lo > hi:
+            raise ValueError(f"{fname}: {ordered[0]} must be <= {ordered[1]}, got "
+                             f"{ordered[0]}={lo} > {ordered[1]}={hi}")
+    return result
 
 
 def normalize_axis(fname: str, axis, ndim: int) -> int:

@@ -371,9 +371,9 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
         _, kw, values = _signature_params(spec, keyword_only=True)
         return (
             f"def {fn}(grad, *, x=None, y=None, {kw}out=None, backend=None):\n"
-            f"    which, value = _backward_input({_PREFIX + fn!r}, x, y)\n"
-            f"    form = 'backward' if which == 'x' else 'backward_from_y'\n"
-            f"    return _elementwise({spec.name!r}, form, {{'grad': grad, which: value}}, "
+            f"    _which, _operand = _backward_input({_PREFIX + fn!r}, x, y)\n"
+            f"    _form = 'backward' if _which == 'x' else 'backward_from_y'\n"
+            f"    return _elementwise({spec.name!r}, _form, {{'grad': grad, _which: _operand}}, "
             f"{values}, out, backend)\n")
     head, kw, values = _signature_params(spec, keyword_only=False)
     fast = ""

@@ -161,7 +161,10 @@ def param_variants(spec):
     parameter's check allows them."""
     out = []
     for p in spec.params:
-        d = p.default
+        if p.choices:
+            out += [{**spec.defaults, p.name: c} for c in p.choices if c != p.default]
+            continue
+        d = spec.defaults[p.name]
         values = [0.5 * d, 2.0 * d] if d else [0.5, 2.0]
         if p.check in ("finite", "nonnegative") and d != 0:
             values.append(0.0)

@@ -76,6 +76,122 @@ def _elu_dy(y, alpha):
     return np.where(y > 0, 1, y + alpha)
 
 
+# --- the PyTorch catalogue -------------------------------------------------------------------------
+# Written from the definitions with NumPy's own functions (independently of _math.py); every
+# formula works in float32, float64 and np.longdouble.
+
+def _where_finite(x, value, limit_neg, limit_pos):
+    """``value`` where |x| is finite-ish, the limits at -inf / +inf (NaN stays NaN)."""
+    return np.where(x == -np.inf, limit_neg, np.where(x == np.inf, limit_pos, value))
+
+
+def _silu(x):
+    return _where_finite(x, x * _sigmoid(x), 0, np.inf)
+
+
+def _silu_d(x):
+    s = _sigmoid(x)
+    return _where_finite(x, s + x * _sigmoid_d(x), 0, 1)
+
+
+def _softplus(x, beta, threshold):
+    bx = beta * x
+    v = (np.maximum(bx, 0) + np.log1p(np.exp(-np.abs(bx)))) / beta
+    return np.where(bx > threshold, x, v)
+
+
+def _softplus_d(x, beta, threshold):
+    return np.where(beta * x > threshold, 1, _sigmoid(beta * x))
+
+
+def _log_sigmoid(x):
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def _softsign(x):
+    return _where_finite(x, x / (1 + np.abs(x)), -1, 1)
+
+
+def _softsign_d(x):
+    return 1 / (1 + np.abs(x)) ** 2
+
+
+def _tanhshrink(x):
+    # x - tanh(x) cancels for small |x|: its series there (|x| < 0.1: terms to x^17, truncation
+    # below 1e-22 relative)
+    z = x * x
+    series = x * z * (1 / 3 + z * (-2 / 15 + z * (17 / 315 + z * (-62 / 2835 + z * (
+        1382 / 155925 + z * (-21844 / 6081075 + z * 929569 / 638512875))))))
+    return np.where(np.abs(x) < 0.1, series, x - np.tanh(x))
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _selu(x):
+    return _SELU_SCALE * _elu(x, _SELU_ALPHA)
+
+
+def _selu_d(x):
+    return _SELU_SCALE * _elu_d(x, _SELU_ALPHA)
+
+
+def _selu_dy(y):
+    return np.where(y > 0, _SELU_SCALE, y + _SELU_SCALE * _SELU_ALPHA)
+
+
+def _celu(x, alpha):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0) / alpha))
+
+
+def _celu_d(x, alpha):
+    return np.where(x > 0, 1, np.exp(np.minimum(x, 0) / alpha))
+
+
+def _celu_dy(y, alpha):
+    return np.where(y > 0, 1, y / alpha + 1)
+
+
+def _mish(x):
+    # softplus(x) = x + log1p(exp(-x)) for x > 0 keeps the tiny correction at large x
+    sp = np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
+    return _where_finite(x, x * np.tanh(sp), 0, np.inf)
+
+
+def _mish_d(x):
+    e = np.exp(np.minimum(x, 60))
+    sp = np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
+    t = np.tanh(sp)
+    d = t + x * (1 - t * t) * (e / (1 + e))
+    return _where_finite(np.where(x > 60, np.inf, x), d, 0, 1)
+
+
+def _inside(x, lo, hi):
+    """1 strictly inside (lo, hi), 0 elsewhere, NaN for NaN."""
+    return np.where(np.isnan(x), x, np.where((x > lo) & (x < hi), 1, 0))
+
+
+def _clip(x, lo, hi):
+    return np.where(x <= lo, lo, np.where(x >= hi, hi, x))
+
+
+def _hardswish(x):
+    return np.where(x <= -3, 0, np.where(x >= 3, x, x * (x + 3) / 6))
+
+
+def _hardswish_d(x):
+    return np.where(np.isnan(x), x, np.where(x < -3, 0, np.where(x > 3, 1, x / 3 + 0.5)))
+
+
+def _shrink_d(x, lambd):
+    return np.where(np.isnan(x), x, np.where(np.abs(x) > lambd, 1, 0))
+
+
+def _threshold_d(x, threshold, value):
+    return np.where(np.isnan(x), x, np.where(x > threshold, 1, 0))
+
+
 #: op name -> (value(x, *p), derivative(x, *p), derivative_from_y(y, *p) or None)
 FUNCTIONS = {
     "sigmoid": (_sigmoid, _sigmoid_d, _sigmoid_dy),
@@ -83,6 +199,23 @@ FUNCTIONS = {
     "relu": (_relu, lambda x: _leaky_d(x, 0), lambda y: _leaky_d(y, 0)),
     "leaky_relu": (_leaky, _leaky_d, _leaky_d),
     "elu": (_elu, _elu_d, _elu_dy),
+    "silu": (_silu, _silu_d, None),
+    "mish": (_mish, _mish_d, None),
+    "softplus": (_softplus, _softplus_d, None),
+    "softsign": (_softsign, _softsign_d, None),
+    "selu": (_selu, _selu_d, _selu_dy),
+    "celu": (_celu, _celu_d, _celu_dy),
+    "relu6": (lambda x: _clip(x, 0, 6), lambda x: _inside(x, 0, 6), lambda y: _inside(y, 0, 6)),
+    "hardtanh": (_clip, _inside, _inside),
+    "hardsigmoid": (lambda x: _clip(x, -3, 3) / 6 + 0.5, lambda x: _inside(x, -3, 3) / 6, None),
+    "hardswish": (_hardswish, _hardswish_d, None),
+    "log_sigmoid": (_log_sigmoid, lambda x: _sigmoid(-x), None),
+    "tanhshrink": (_tanhshrink, lambda x: np.tanh(x) ** 2, None),
+    "hardshrink": (lambda x, lambd: np.where(np.abs(x) <= lambd, 0, x), _shrink_d, None),
+    "softshrink": (lambda x, lambd: np.where(np.abs(x) <= lambd, 0, x - np.copysign(lambd, x)),
+                   _shrink_d, None),
+    "threshold": (lambda x, threshold, value: np.where(x <= threshold, value, x), _threshold_d,
+                  None),
 }
 
 

@@ -357,7 +357,8 @@ def hardtanh_derivative_from_y(y, min_val, max_val):
 
 
 def hardsigmoid(x):
-    return 0.0 if x <= -3.0 else (1.0 if x >= 3.0 else x / 6.0 + 0.5)
+    # (x + 3) / 6 rather than x / 6 + 1/2, which cancels near x = -3 (x + 3 is exact there)
+    return 0.0 if x <= -3.0 else (1.0 if x >= 3.0 else (x + 3.0) / 6.0)
 
 
 def hardsigmoid_derivative(x):

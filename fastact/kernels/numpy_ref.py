@@ -122,7 +122,11 @@ def _tanhshrink(x):
     z = x * x
     series = x * z * (1 / 3 + z * (-2 / 15 + z * (17 / 315 + z * (-62 / 2835 + z * (
         1382 / 155925 + z * (-21844 / 6081075 + z * 929569 / 638512875))))))
-    return np.where(np.abs(x) < 0.1, series, x - np.tanh(x))
+    # beyond it x - tanh(x) still loses up to 8 bits (at |x| = 0.1): subtract in a wider type
+    # (float32 -> float64, float64 -> long double, whose 11 extra bits cover them)
+    wide = np.float64 if x.dtype.itemsize <= 4 else np.longdouble
+    xw = x.astype(wide)
+    return np.where(np.abs(x) < 0.1, series, (xw - np.tanh(xw)).astype(x.dtype))
 
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -138,7 +142,10 @@ def _selu_d(x):
 
 
 def _selu_dy(y):
-    return np.where(y > 0, _SELU_SCALE, y + _SELU_SCALE * _SELU_ALPHA)
+    # y + scale * alpha cancels as y -> -scale * alpha: add in at least float64 so that the
+    # constant is not rounded to float32 first
+    w = y.astype(np.promote_types(y.dtype, np.float64))
+    return np.where(y > 0, _SELU_SCALE, w + _SELU_SCALE * _SELU_ALPHA)
 
 
 def _celu(x, alpha):
@@ -153,18 +160,24 @@ def _celu_dy(y, alpha):
     return np.where(y > 0, 1, y / alpha + 1)
 
 
+def _mish_parts(x):
+    """e = exp(min(x, 20)), n = e (e + 2), q = n + 2: tanh(softplus(x)) = n / q and
+    1 - tanh^2 = (4 n + 4) / q^2, with no cancellation anywhere (1 - t * t loses every digit
+    at large x in float32)."""
+    e = np.exp(np.minimum(x, 20))
+    n = e * (e + 2)
+    return e, n, n + 2
+
+
 def _mish(x):
-    # softplus(x) = x + log1p(exp(-x)) for x > 0 keeps the tiny correction at large x
-    sp = np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
-    return _where_finite(x, x * np.tanh(sp), 0, np.inf)
+    e, n, q = _mish_parts(x)
+    return _where_finite(x, x * (n / q), 0, np.inf)  # x > 20: n / q rounds to 1
 
 
 def _mish_d(x):
-    e = np.exp(np.minimum(x, 60))
-    sp = np.where(x > 0, x + np.log1p(np.exp(-np.abs(x))), np.log1p(np.exp(np.minimum(x, 0))))
-    t = np.tanh(sp)
-    d = t + x * (1 - t * t) * (e / (1 + e))
-    return _where_finite(np.where(x > 60, np.inf, x), d, 0, 1)
+    e, n, q = _mish_parts(x)
+    d = n / q + x * ((4 * n + 4) / (q * q)) * (e / (1 + e))
+    return _where_finite(np.where(x > 20, np.inf, x), d, 0, 1)
 
 
 def _inside(x, lo, hi):
@@ -207,7 +220,8 @@ FUNCTIONS = {
     "celu": (_celu, _celu_d, _celu_dy),
     "relu6": (lambda x: _clip(x, 0, 6), lambda x: _inside(x, 0, 6), lambda y: _inside(y, 0, 6)),
     "hardtanh": (_clip, _inside, _inside),
-    "hardsigmoid": (lambda x: _clip(x, -3, 3) / 6 + 0.5, lambda x: _inside(x, -3, 3) / 6, None),
+    # (x + 3) / 6, not x / 6 + 1/2, which cancels near x = -3
+    "hardsigmoid": (lambda x: (_clip(x, -3, 3) + 3) / 6, lambda x: _inside(x, -3, 3) / 6, None),
     "hardswish": (_hardswish, _hardswish_d, None),
     "log_sigmoid": (_log_sigmoid, lambda x: _sigmoid(-x), None),
     "tanhshrink": (_tanhshrink, lambda x: np.tanh(x) ** 2, None),

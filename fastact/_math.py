@@ -330,22 +330,27 @@ def celu_derivative_from_y(y, alpha):
     return 1.0 if y > 0.0 else y / alpha + 1.0
 
 
+MISH_CAP = 25.0
+
+
 def mish(x):
     # x tanh(softplus(x)) with tanh(log(1 + e)) = n / (n + 2), n = e (e + 2), e = exp(x):
-    # no cancellation anywhere; x for x > 20 (tanh(softplus) rounds to 1 there)
-    e = exp_poly(x if x < 20.0 else 20.0)
+    # no cancellation anywhere.  Beyond MISH_CAP the result is x (and the derivative 1): there
+    # mish(x) / x - 1 ~ -2 exp(-2x) and mish'(x) - 1 ~ (4x - 2) exp(-2x) are below 2^-60 (the
+    # derivative's term is still 3 ULP of float64 at x = 20)
+    e = exp_poly(x if x < MISH_CAP else MISH_CAP)
     n = e * (e + 2.0)
     v = x * (n / (n + 2.0))
-    return x if x > 20.0 else (0.0 if x < -TAIL else v)
+    return x if x > MISH_CAP else (0.0 if x < -TAIL else v)
 
 
 def mish_derivative(x):
     # tanh(sp) + x sech^2(sp) sigmoid(x), sech^2(sp) = (4n + 4) / (n + 2)^2, sigmoid = e / (1 + e)
-    e = exp_poly(x if x < 20.0 else 20.0)
+    e = exp_poly(x if x < MISH_CAP else MISH_CAP)
     n = e * (e + 2.0)
     q = n + 2.0
     d = n / q + x * (4.0 * n + 4.0) / (q * q) * (e / (1.0 + e))
-    return 1.0 if x > 20.0 else (0.0 if x < -TAIL else d)
+    return 1.0 if x > MISH_CAP else (0.0 if x < -TAIL else d)
 
 
 def relu6(x):
@@ -387,8 +392,9 @@ def hardswish(x):
 
 
 def hardswish_derivative(x):
-    # PyTorch: 0 for x < -3, x / 3 + 1/2 for -3 <= x <= 3, 1 above
-    return 0.0 if x < -3.0 else (1.0 if x > 3.0 else x / 3.0 + 0.5)
+    # PyTorch: 0 for x < -3, x / 3 + 1/2 for -3 <= x <= 3, 1 above; written (2x + 3) / 6, as
+    # x / 3 + 1/2 cancels near x = -1.5
+    return 0.0 if x < -3.0 else (1.0 if x > 3.0 else (2.0 * x + 3.0) / 6.0)
 
 
 def hardshrink(x, lambd):

@@ -671,7 +671,27 @@ def _gelu_d(x, approximate="none"):
 
 
 def _mish(x):
-    return x * mpmath.tanh(_softplus(x))
+    return x * mpmath.tanh(mpmath.log1p(mpmath.exp(x)))
+
+
+def _mish_d(x):
+    # tanh(sp) + x sech^2(sp) sigmoid(x), sp = softplus(x): analytic (mpmath.diff loses the
+    # answer for huge x, where its step is below the argument's spacing)
+    sp = mpmath.log1p(mpmath.exp(x))
+    return mpmath.tanh(sp) + x * mpmath.sech(sp) ** 2 * _sig(x)
+
+
+def _tanhshrink(x):
+    # x - tanh(x) cancels ~ x^2 / 3 relative: for |x| < 1e-3 use the series (terms to x^17,
+    # truncation below x^16 ~ 1e-48 relative), which 50 digits carry for any tiny x
+    if abs(x) < mpmath.mpf("1e-3"):
+        z = x * x
+        c = [mpmath.mpf(1) / 3, mpmath.mpf(-2) / 15, mpmath.mpf(17) / 315,
+             mpmath.mpf(-62) / 2835, mpmath.mpf(1382) / 155925, mpmath.mpf(-21844) / 6081075,
+             mpmath.mpf(929569) / 638512875, mpmath.mpf(-6404582) / 10854718875]
+        return x * z * sum(ck * z ** k for k, ck in enumerate(c))
+    with mpmath.workdps(MP_DPS + 10):
+        return x - mpmath.tanh(x)
 
 
 def _hardtanh(x, min_val=-1.0, max_val=1.0):
@@ -695,7 +715,7 @@ MP_FORMULAS = {
               lambda x, weight: mpmath.mpf(1) if x > 0 else mpmath.mpf(weight)),
     "gelu": (_gelu, _gelu_d),
     "silu": (lambda x: x * _sig(x), lambda x: _sig(x) * (1 + x * _sig(-x))),
-    "mish": (_mish, lambda x: mpmath.diff(_mish, x)),
+    "mish": (_mish, _mish_d),
     "softplus": (_softplus,
                  lambda x, beta=1.0, threshold=20.0: mpmath.mpf(1) if beta * x > threshold
                  else _sig(beta * x)),
@@ -714,7 +734,7 @@ MP_FORMULAS = {
                   lambda x: mpmath.mpf(0) if x < -3 else (x / 3 + mpmath.mpf(0.5) if x <= 3
                                                           else mpmath.mpf(1))),
     "log_sigmoid": (lambda x: -mpmath.log1p(mpmath.exp(-x)), lambda x: _sig(-x)),
-    "tanhshrink": (lambda x: x - mpmath.tanh(x), lambda x: mpmath.tanh(x) ** 2),
+    "tanhshrink": (_tanhshrink, lambda x: mpmath.tanh(x) ** 2),
     "hardshrink": (lambda x, lambd=0.5: x if abs(x) > lambd else mpmath.mpf(0),
                    lambda x, lambd=0.5: mpmath.mpf(1 if abs(x) > lambd else 0)),
     "softshrink": (lambda x, lambd=0.5: x - lambd if x > lambd else (x + lambd if x < -lambd

@@ -196,6 +196,9 @@ def _elu_backward(grad, *, x, alpha=1.0):
 
 #: op -> (value, derivative): expressions in x, one (1 in x's dtype), e.g. parameters by name
 _CATALOGUE_EXPRS = {
+    # erf: SciPy's (the bench extra installs it), else math.erf element by element
+    "gelu": ("0.5 * x * (1 + erf(x * sqrt1_2))",
+             "0.5 * (1 + erf(x * sqrt1_2)) + x * np.exp(-0.5 * x * x) * inv_sqrt_2pi"),
     "silu": ("x / (1 + np.exp(-x))",
              "s = 1 / (1 + np.exp(-x)); s * (1 + x * (1 - s))"),
     "mish": ("x * np.tanh(np.log1p(np.exp(x)))",
@@ -223,10 +226,21 @@ _CATALOGUE_EXPRS = {
 _SELU = {"alpha": 1.6732632423543772, "scale": 1.0507009873554805}
 
 
+def _erf(x):
+    try:
+        from scipy.special import erf
+    except ImportError:  # pragma: no cover - without the bench extra
+        import math
+        erf = np.vectorize(math.erf, otypes=[x.dtype])
+    return erf(x)
+
+
 def _eval_expr(expr: str, x, params: dict):
     """Evaluate ``stmt; stmt; result`` with x, one and the parameters (in x's dtype)."""
     t = x.dtype.type
-    ns = {"np": np, "x": x, "one": t(1), **{k: t(v) for k, v in params.items()}}
+    ns = {"np": np, "x": x, "one": t(1), "erf": _erf, "sqrt1_2": t(0.7071067811865476),
+          "inv_sqrt_2pi": t(0.3989422804014327),
+          **{k: t(v) for k, v in params.items() if not isinstance(v, str)}}
     *stmts, last = [part.strip() for part in expr.split(";")]
     for stmt in stmts:
         exec(stmt, ns)

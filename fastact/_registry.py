@@ -188,6 +188,15 @@ OPS: tuple[OpSpec, ...] = (
     ),
     # --- the PyTorch catalogue ---------------------------------------------------------------
     OpSpec(
+        "gelu", "elementwise",
+        params=(Param("approximate", "none", choices=("none", "tanh")),),
+        bound=Bound(4, 32), domain=(-6.0, 6.0),
+        # NumPy has no erf: the expression NumPy users write is the tanh form
+        numpy_expr="0.5 * x * (1 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))",
+        summary="Gaussian error linear unit x Phi(x) (approximate='tanh': x sigmoid(1.5958 "
+                "(x + 0.044715 x^3)))",
+    ),
+    OpSpec(
         "silu", "elementwise", bound=Bound(4, 4), domain=(-20.0, 20.0),
         numpy_expr="x / (1 + np.exp(-x))",
         summary="sigmoid-weighted linear unit x * sigmoid(x) (swish)",

@@ -42,6 +42,7 @@ there, got, expected (rounded and exact) and the error in ULP.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -309,12 +310,15 @@ def param_list(spec: _registry.OpSpec, params: dict | None) -> list:
     """Parameter values in signature order, as np.float64 (the kernels' parameter type: a
     float32 product then rounds once from the exact float64 product)."""
     p = spec.defaults if params is None else {**spec.defaults, **params}
-    return [np.float64(p[n]) for n in spec.param_names]
+    return [np.float64(q.choices.index(p[q.name]) if q.choices else p[q.name])
+            for q in spec.params]
 
 
 def evaluate(spec: _registry.OpSpec, part: str, wide, *, x=None, grad=None, y=None,
              params: dict | None = None) -> np.ndarray:
     """``part`` of an elementwise op evaluated in the dtype ``wide`` (no rounding)."""
+    if wide == LONG and spec.name in MP_WIDE:
+        return mp_wide(spec, part, x=x, grad=grad, params=params)
     value, derivative, from_y = formulas(spec.name)
     p = param_list(spec, params)
     with quiet():
@@ -330,6 +334,46 @@ def evaluate(spec: _registry.OpSpec, part: str, wide, *, x=None, grad=None, y=No
             assert from_y is not None, f"{spec.name}: no derivative_from_y formula"
             r = upcast(grad, wide) * from_y(upcast(y, wide), *p)
         return np.asarray(r, dtype=wide)
+
+
+#: Ops whose long-double reference is computed with mpmath element by element: gelu, since
+#: NumPy has no long-double erfc (SciPy's is float64 only).
+MP_WIDE = frozenset({"gelu"})
+_MP_WIDE_DPS = 30
+
+
+@functools.lru_cache(maxsize=256)
+def _mp_wide_cached(name: str, part: str, params: tuple, numbers: tuple,
+                    xbytes: bytes) -> np.ndarray:
+    x = np.frombuffer(xbytes, dtype=LONG)
+    out = np.empty(x.shape, LONG)
+    # +-inf and NaN: the numpy reference's limits (mpmath would give inf * 0 = NaN at -inf)
+    value, derivative, _ = formulas(name)
+    with quiet():
+        special = (value if part == "forward" else derivative)(x.astype(np.float64), *numbers)
+    fn = MP_FORMULAS[name][0 if part == "forward" else 1]
+    with mpmath.workdps(_MP_WIDE_DPS):
+        for i, v in enumerate(x):
+            if not np.isfinite(v):
+                out[i] = special[i]
+                continue
+            r = fn(to_mpf(v), **dict(params))
+            out[i] = LONG.type(mpmath.nstr(r, 25, strip_zeros=False))
+    out.setflags(write=False)
+    return out
+
+
+def mp_wide(spec: _registry.OpSpec, part: str, *, x, grad=None, params=None) -> np.ndarray:
+    """``part`` of an op of :data:`MP_WIDE` in long double, from :data:`MP_FORMULAS`."""
+    p = spec.defaults if params is None else {**spec.defaults, **params}
+    xl = np.ascontiguousarray(upcast(x, LONG))
+    r = _mp_wide_cached(spec.name, "forward" if part == "forward" else "derivative",
+                        tuple(sorted(p.items())), tuple(param_list(spec, params)),
+                        xl.reshape(-1).tobytes()).reshape(xl.shape)
+    if part == "backward":
+        with quiet():
+            r = upcast(grad, LONG) * r
+    return np.array(r, dtype=LONG)
 
 
 def elementwise(spec: _registry.OpSpec, part: str, dtype, *, x=None, grad=None, y=None,
@@ -659,13 +703,18 @@ def _softplus(x, beta=1.0, threshold=20.0):
 def _gelu(x, approximate="none"):
     if approximate == "tanh":
         k = mpmath.sqrt(2 / mpmath.pi)
-        return x / 2 * (1 + mpmath.tanh(k * (x + mpmath.mpf("0.044715") * x ** 3)))
+        # x (1 + tanh(z)) / 2 = x sigmoid(2z), without the cancellation of 1 + tanh(z)
+        return x * _sig(2 * k * (x + mpmath.mpf("0.044715") * x ** 3))
     return x / 2 * mpmath.erfc(-x / mpmath.sqrt(2))
 
 
 def _gelu_d(x, approximate="none"):
     if approximate == "tanh":
-        return mpmath.diff(lambda t: _gelu(t, "tanh"), x)
+        # s + x s (1 - s) v' for x s(v), v = 2 k (x + c x^3) (analytic: mpmath.diff's step
+        # fails for huge x)
+        k, c = mpmath.sqrt(2 / mpmath.pi), mpmath.mpf("0.044715")
+        s = _sig(2 * k * (x + c * x ** 3))
+        return s + x * s * (1 - s) * 2 * k * (1 + 3 * c * x * x)
     phi = mpmath.exp(-x * x / 2) / mpmath.sqrt(2 * mpmath.pi)
     return mpmath.erfc(-x / mpmath.sqrt(2)) / 2 + x * phi
 

@@ -227,8 +227,22 @@ def _pow2_bits(k):
     return _bits_double((_double_bits(k + 4503599627371519.0) - 0x4330000000000000) << 52)
 
 
+@intrinsic
+def _fma_intrinsic(typingctx, a, b, c):
+    """LLVM's ``llvm.fma.f64``: one instruction where the CPU has FMA, else libm's fma."""
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+    return nbtypes.float64(nbtypes.float64, nbtypes.float64, nbtypes.float64), codegen
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _fma(a, b, c):
+    # the primitive _math.fma: a * b + c rounded once
+    return _fma_intrinsic(float(a), float(b), float(c))
+
+
 FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
-                          primitives={"pow2": _pow2_bits})
+                          primitives={"pow2": _pow2_bits, "fma": _fma})
 _exp = FORMULAS["exp_poly"]
 
 

@@ -99,7 +99,8 @@ def _libdevice_primitives(names=None) -> dict:
         if match and hasattr(math, match.group(1)):
             source.append(f"def {name}(x):\n    return math.{match.group(1)}(x)\n")
     source.append("def pow2(k):\n    return math.ldexp(1.0, int(k))\n")
-    ns = {"math": math}
+    source.append("def fma(a, b, c):\n    return cuda.fma(a, b, c)\n")
+    ns = {"math": math, "cuda": cuda}
     exec(compile("".join(source), "<fastact_numba_cuda_primitives>", "exec"), ns)
     for name, fn in ns.items():
         if isinstance(fn, types.FunctionType):

@@ -201,6 +201,90 @@ def _mish_d(x):
     return _where_finite(np.where(x > _MISH_CAP, np.inf, x), d, 0, 1)
 
 
+# --- gelu: no erfc in NumPy; SciPy's when installed, else math.erfc element by element --------
+
+def _erfc_float64(t):
+    try:
+        from scipy.special import erfc
+    except ImportError:  # the slow last resort: NumPy alone has no erfc
+        import math
+        erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    return erfc(np.asarray(t, dtype=np.float64))
+
+
+def _gelu_wide(x):
+    """The working type: float64 for float32 input, long double for float64 (its 11 extra bits
+    make the erfc argument and tanh-gelu's v accurate enough: their relative error is amplified
+    ~x^2 and |v| times)."""
+    return x.astype(np.float64 if x.dtype.itemsize <= 4 else np.longdouble)
+
+
+def _gelu_erfc(xw):
+    """erfc(-x / sqrt2) with the argument in the wide type: erfc (float64) at its rounded
+    value t, corrected to first order for the remainder: - dt (2 / sqrt(pi)) exp(-t^2)."""
+    ty = xw.dtype.type
+    tw = -xw * ty("0.70710678118654752440084436210484903928")
+    t = tw.astype(np.float64)
+    dt = (tw - t).astype(np.float64)
+    return _erfc_float64(t) - dt * 1.1283791670955126 * np.exp(-t * t)
+
+
+def _gelu_exact(x):
+    xw = _gelu_wide(x)
+    ty = xw.dtype.type
+    # below -30 the asymptotic series of x Phi(x) = -phi(x) (1 - 1/x^2 + 3/x^4 - ...), whose
+    # exp keeps the wide type's range where erfc (float64) would be subnormal
+    xt = np.minimum(xw, -30)
+    w = 1 / (xt * xt)
+    mills = np.zeros_like(xt)
+    for c in (-34459425, 2027025, -135135, 10395, -945, 105, -15, 3, -1, 1):
+        mills = mills * w + c
+    phi = np.exp(-xt * xt / 2) * ty("0.398942280401432677939946059934381868")
+    r = np.where(xw < -30, -phi * mills, xw / 2 * _gelu_erfc(np.maximum(xw, -30)))
+    return _where_finite(x, r, 0, np.inf).astype(x.dtype)
+
+
+def _gelu_exact_d(x):
+    xw = _gelu_wide(x)
+    ty = xw.dtype.type
+    xc = np.clip(xw, -40, 40)
+    phi = np.exp(-xc * xc / 2) * ty("0.398942280401432677939946059934381868")
+    d = np.where(np.abs(xw) > 40, np.where(xw > 0, 1, 0), _gelu_erfc(xc) / 2 + xc * phi)
+    return np.where(np.isnan(x), x, d).astype(x.dtype)
+
+
+def _gelu_tanh_parts(x):
+    """(x, sigmoid(v), sigmoid'(v), v') in the wide type, v = 2 sqrt(2/pi) (x + 0.044715 x^3)."""
+    xw = _gelu_wide(x)
+    ty = xw.dtype.type
+    a = ty("1.59576912160573071175978423973752") * ty(1)
+    b = a * ty("0.044715")
+    v = xw * (a + b * xw * xw)
+    e = np.exp(-np.abs(v))
+    q = 1 / (1 + e)
+    return xw, np.where(v >= 0, q, e * q), e * q * q, a + 3 * b * xw * xw
+
+
+def _gelu_tanh(x):
+    xw, s, _, _ = _gelu_tanh_parts(x)
+    return _where_finite(x, xw * s, 0, np.inf).astype(x.dtype)
+
+
+def _gelu_tanh_d(x):
+    xw, s, ds, dv = _gelu_tanh_parts(x)
+    d = np.where(np.abs(xw) > 40, np.where(xw > 0, 1, 0), s + xw * ds * dv)
+    return np.where(np.isnan(x), x, d).astype(x.dtype)
+
+
+def _gelu(x, approximate):
+    # approximate: the index of the string, 0 = 'none', 1 = 'tanh'
+    return _gelu_tanh(x) if approximate else _gelu_exact(x)
+
+
+def _gelu_d(x, approximate):
+    return _gelu_tanh_d(x) if approximate else _gelu_exact_d(x)
+
+
 def _inside(x, lo, hi):
     """1 strictly inside (lo, hi), 0 elsewhere, NaN for NaN."""
     return np.where(np.isnan(x), x, np.where((x > lo) & (x < hi), 1, 0))
@@ -234,6 +318,7 @@ FUNCTIONS = {
     "relu": (_relu, lambda x: _leaky_d(x, 0), lambda y: _leaky_d(y, 0)),
     "leaky_relu": (_leaky, _leaky_d, _leaky_d),
     "elu": (_elu, _elu_d, _elu_dy),
+    "gelu": (_gelu, _gelu_d, None),
     "silu": (_silu, _silu_d, None),
     "mish": (_mish, _mish_d, None),
     "softplus": (_softplus, _softplus_d, None),

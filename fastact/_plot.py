@@ -74,8 +74,9 @@ def _curves(name: str, params: dict, x: np.ndarray):
         return fn(x, kwargs.pop("weight", PRELU_PLOT_WEIGHT), **kwargs)
     missing = [p.name for p in spec.params if p.required and p.name not in kwargs]
     if missing:
+        example = ",".join(f"{p.name}={p.example:g}" for p in spec.params if p.required)
         raise ValueError(f"fastact.plot: {name} needs {', '.join(missing)} "
-                         f"(e.g. {name}:{missing[0]}=1.0)")
+                         f"(e.g. {name}:{example})")
     return fn(x, **kwargs)
 
 

@@ -29,12 +29,13 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
     if _dask.any_dask(*arrays.values()):
         return _dask.elementwise(_public(name, form), (),
                                  {**arrays, **param_values, "out": out, "backend": backend})
+    spec = OPS_BY_NAME[name]
+    # (y= given to an op whose derivative is not a function of y: rejected below)
+    fname = _FNAMES.get((name, form)) or _PREFIX + spec.public_name("backward")
     for v in arrays.values():
         if type(v) is not np.ndarray and _device.is_device_array(v):
-            return _device.elementwise(OPS_BY_NAME[name], form, _FNAMES[name, form],
-                                       _KERNELS[name, form], arrays, param_values, out, backend)
-    spec = OPS_BY_NAME[name]
-    fname = _FNAMES[name, form]
+            return _device.elementwise(spec, form, fname, _KERNELS.get((name, form)), arrays,
+                                       param_values, out, backend)
     named = [_validate.as_array(fname, k, v) for k, v in arrays.items()]
     shape = named[0].shape if len(named) == 1 else _validate.same_shape(
         fname, dict(zip(arrays, named)))

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import mpmath
@@ -352,9 +353,14 @@ def _mp_wide_cached(name: str, part: str, params: tuple, numbers: tuple,
     with quiet():
         special = (value if part == "forward" else derivative)(x.astype(np.float64), *numbers)
     fn = MP_FORMULAS[name][0 if part == "forward" else 1]
-    with mpmath.workdps(_MP_WIDE_DPS):
+    # (strtold's ERANGE for results below long double's range is a RuntimeWarning: the value
+    # is 0 or the nearest subnormal, as wanted)
+    with mpmath.workdps(_MP_WIDE_DPS), quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         for i, v in enumerate(x):
-            if not np.isfinite(v):
+            # beyond |x| = 200 gelu is x or 0 and its derivative 1 or 0 even in long double
+            # (e^-20000 < 1e-4951), and mpmath's exp of such arguments is slow or overflows
+            if not np.isfinite(v) or abs(v) > 200:
                 out[i] = special[i]
                 continue
             r = fn(to_mpf(v), **dict(params))
@@ -366,7 +372,7 @@ def _mp_wide_cached(name: str, part: str, params: tuple, numbers: tuple,
 def mp_wide(spec: _registry.OpSpec, part: str, *, x, grad=None, params=None) -> np.ndarray:
     """``part`` of an op of :data:`MP_WIDE` in long double, from :data:`MP_FORMULAS`."""
     p = spec.defaults if params is None else {**spec.defaults, **params}
-    xl = np.ascontiguousarray(upcast(x, LONG))
+    xl = np.array(upcast(x, LONG), order="C")  # (ascontiguousarray would make 0-d 1-d)
     r = _mp_wide_cached(spec.name, "forward" if part == "forward" else "derivative",
                         tuple(sorted(p.items())), tuple(param_list(spec, params)),
                         xl.reshape(-1).tobytes()).reshape(xl.shape)
@@ -700,7 +706,15 @@ def _softplus(x, beta=1.0, threshold=20.0):
     return mpmath.log1p(mpmath.exp(beta * x)) / beta
 
 
+def _gelu_far(x, derivative=False):
+    """gelu beyond |x| = 1e4 (both forms): x or 0 (derivative 1 or 0) to within e^-5e7, far
+    below any float's resolution; mpmath's exp overflows its float conversion out there."""
+    return mpmath.mpf((1 if derivative else x) if x > 0 else 0)
+
+
 def _gelu(x, approximate="none"):
+    if abs(x) > 1e4:
+        return _gelu_far(x)
     if approximate == "tanh":
         k = mpmath.sqrt(2 / mpmath.pi)
         # x (1 + tanh(z)) / 2 = x sigmoid(2z), without the cancellation of 1 + tanh(z)
@@ -709,6 +723,8 @@ def _gelu(x, approximate="none"):
 
 
 def _gelu_d(x, approximate="none"):
+    if abs(x) > 1e4:
+        return _gelu_far(x, derivative=True)
     if approximate == "tanh":
         # s + x s (1 - s) v' for x s(v), v = 2 k (x + c x^3) (analytic: mpmath.diff's step
         # fails for huge x)

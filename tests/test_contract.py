@@ -97,7 +97,10 @@ def result_shape(case: Case, shape: tuple, axis: int = -1, keepdims: bool = Fals
     return shape
 ELEMENTWISE_CASES = [c for c in CASES if c.spec.kind in ("elementwise", "channel")]
 ROWWISE_SPECS = [s for s in _registry.OPS if s.kind == "rowwise"]
-PARAM_SPECS = [(s, p) for s in _registry.OPS for p in s.params if s.kind != "loss"]
+PARAM_SPECS = [(s, p) for s in _registry.OPS for p in s.params
+               if s.kind != "loss" and not p.choices]
+#: string parameters with a fixed set of values (gelu's approximate)
+CHOICE_SPECS = [(s, p) for s in _registry.OPS for p in s.params if s.kind != "loss" and p.choices]
 case_param = pytest.mark.parametrize("case", CASES, ids=str)
 
 
@@ -1083,6 +1086,24 @@ def test_non_number_param_rejected(spec, param, value, backend):
         with pytest.raises(TypeError) as excinfo:
             fn(*args, backend=backend, **kwargs)
         assert param.name in str(excinfo.value)
+
+
+@pytest.mark.parametrize("spec, param", CHOICE_SPECS, ids=lambda v: getattr(v, "name", str(v)))
+def test_choice_param(spec, param, backend):
+    """Every choice works; anything else (another string, other case, a number, None) is a
+    ValueError naming the function, the parameter and the allowed values."""
+    x = base_x(F64, (2, 3, 4))
+    for case in [c for c in CASES if c.spec is spec]:
+        for value in param.choices:
+            result, want = run_case(case, backend, x, params={**spec.defaults, param.name: value})
+            assert_close(result, want, F64, f"{case} {param.name}={value!r}")
+        fn, args, kwargs = build(case, base_x(F32, (4,)))
+        for bad in ("erf", param.choices[-1].upper(), "", None, 0, 1.0, [param.choices[0]]):
+            kwargs[param.name] = bad
+            with pytest.raises(ValueError) as excinfo:
+                fn(*args, backend=backend, **kwargs)
+            msg = str(excinfo.value)
+            assert case.fname in msg and param.name in msg and repr(param.choices[0]) in msg
 
 
 @pytest.mark.parametrize("spec, param", PARAM_SPECS, ids=lambda v: getattr(v, "name", str(v)))

@@ -26,11 +26,16 @@ def _lines(fig):
 @pytest.mark.parametrize("name", _plot.plottable())
 def test_curves_are_the_function_and_its_derivative(name):
     pytest.importorskip("matplotlib")
+    spec = _registry.OPS_BY_NAME[name]
+    required = {p.name: p.example for p in spec.params if p.required}
+    if required:  # threshold(x, threshold, value): named in the error, then given
+        with pytest.raises(ValueError, match=f"{name} needs"):
+            fa.plot(name)
+        name = name + ":" + ",".join(f"{k}={v}" for k, v in required.items())
     fig = fa.plot(name, derivative=True, xlim=(-4, 3), num=301)
     value, slope = _lines(fig)
     x = value.get_xdata()
     assert x[0] == -4 and x[-1] == 3 and len(x) == 301
-    spec = _registry.OPS_BY_NAME[name]
     if spec.kind == "channel":
         want = oracle.prelu("forward", np.float64, x=x, weight=_plot.PRELU_PLOT_WEIGHT)
         want_d = oracle.prelu("derivative", np.float64, x=x, weight=_plot.PRELU_PLOT_WEIGHT)
@@ -41,7 +46,7 @@ def test_curves_are_the_function_and_its_derivative(name):
     np.testing.assert_allclose(slope.get_ydata(), want_d, rtol=1e-13, atol=1e-300)
     assert value.get_linestyle() == "-" and slope.get_linestyle() == "--"
     assert value.get_color() == slope.get_color()
-    assert slope.get_label() == f"{name}'"
+    assert slope.get_label() == value.get_label() + "'"
 
 
 def test_several_ops_parameters_and_given_axes():

@@ -203,15 +203,6 @@ def _mish_d(x):
 
 # --- gelu: no erfc in NumPy; SciPy's when installed, else math.erfc element by element --------
 
-def _erfc_float64(t):
-    try:
-        from scipy.special import erfc
-    except ImportError:  # the slow last resort: NumPy alone has no erfc
-        import math
-        erfc = np.vectorize(math.erfc, otypes=[np.float64])
-    return erfc(np.asarray(t, dtype=np.float64))
-
-
 def _gelu_wide(x):
     """The working type: float64 for float32 input, long double for float64 (its 11 extra bits
     make the erfc argument and tanh-gelu's v accurate enough: their relative error is amplified
@@ -220,13 +211,31 @@ def _gelu_wide(x):
 
 
 def _gelu_erfc(xw):
-    """erfc(-x / sqrt2) with the argument in the wide type: erfc (float64) at its rounded
-    value t, corrected to first order for the remainder: - dt (2 / sqrt(pi)) exp(-t^2)."""
+    """erfc(-x / sqrt2) for x in a wide type (long double for float64 results): to a few
+    float64 ULP, also where erfc is tiny.
+
+    t = -x / sqrt2 is formed in the wide type; the float64 functions are evaluated at its
+    rounded value th and corrected to first order for dt = t - th.  For t > 0 (x < 0) the value
+    is erfcx(th) exp(-t^2) with exp in the wide type: SciPy's erfc (Cephes) computes exp(-t^2)
+    from a rounded t^2 and is off by ~t^2 ULP there (146 ULP at x = -30).  Without SciPy,
+    glibc's erfc element by element (accurate, slow: the last resort)."""
     ty = xw.dtype.type
     tw = -xw * ty("0.70710678118654752440084436210484903928")
-    t = tw.astype(np.float64)
-    dt = (tw - t).astype(np.float64)
-    return _erfc_float64(t) - dt * 1.1283791670955126 * np.exp(-t * t)
+    th = tw.astype(np.float64)
+    dt = (tw - th).astype(np.float64)
+    two_over_sqrtpi = 1.1283791670955126
+    try:
+        from scipy.special import erfc, erfcx
+    except ImportError:
+        import math
+        erfc = np.vectorize(math.erfc, otypes=[np.float64])
+        return erfc(th) - dt * two_over_sqrtpi * np.exp(-th * th)
+    pos = np.maximum(th, 1)  # erfcx overflows for large negative arguments: erfc below 1
+    ex = erfcx(pos)
+    # d/dt log erfcx(t) = 2t - (2 / sqrt(pi)) / erfcx(t)
+    scaled = ex * (1 + dt * (2 * pos - two_over_sqrtpi / ex)) * np.exp(-(tw * tw))
+    direct = erfc(th) - dt * two_over_sqrtpi * np.exp(-th * th)
+    return np.where(th > 1, scaled, direct)
 
 
 def _gelu_exact(x):

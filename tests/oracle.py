@@ -337,6 +337,12 @@ def evaluate(spec: _registry.OpSpec, part: str, wide, *, x=None, grad=None, y=No
         return np.asarray(r, dtype=wide)
 
 
+#: Elementwise ops on which the array-layer tests run (test_contract, test_hostile, the layouts of
+#: test_accuracy): between them every kind of signature -- no parameter, parameters, y=
+#: backward, two ordered parameters, required parameters, a string parameter.
+LAYER_OPS = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "elu", "hardtanh", "threshold",
+                       "gelu"})
+
 #: Ops whose long-double reference is computed with mpmath element by element: gelu, since
 #: NumPy has no long-double erfc (SciPy's is float64 only).
 MP_WIDE = frozenset({"gelu"})

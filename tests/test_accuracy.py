@@ -232,16 +232,37 @@ def run_elementwise(spec, form, use_y, params, layout, dtype, backend):
                             floor=oracle.part_floor(part, ref, dtype), nan_ok=nan_ok)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("spec, form, use_y", ELEMENTWISE_CASES)
+#: Ops tested in every layout (oracle.LAYER_OPS).  Layouts exercise the array layer
+#: (_validate: views, strides, byte order, 0-d, empty) and the kernel loops, which every
+#: elementwise op shares.  Every other op runs on the accuracy layouts below.
+ALL_LAYOUT_OPS = oracle.LAYER_OPS
+ACCURACY_LAYOUTS = ("specials", "n7", "large")
+#: float64 references of oracle.MP_WIDE ops come from mpmath element by element (~100 us
+#: each): their float64 sweep is "mid" (4099 random points) rather than "large"
+MP_WIDE_LAYOUTS = {"large": "mid", "large_negstride": "mid_negstride"}
+LAYOUTS["mid"] = ((4099,), ident)
+LAYOUTS["mid_negstride"] = ((2 * 4099,), lambda a: a[::-2])
+
+
+def layouts_for(spec, dtype, layouts=None) -> list[str]:
+    chosen = list(layouts or (LAYOUTS if spec.name in ALL_LAYOUT_OPS else ACCURACY_LAYOUTS))
+    chosen = [x for x in chosen if x not in ("mid", "mid_negstride")]
+    if spec.name in oracle.MP_WIDE and dtype == np.float64:
+        chosen = [MP_WIDE_LAYOUTS.get(x, x) for x in chosen]
+    return chosen
+
+
+@pytest.mark.parametrize("spec, form, use_y, layout, dtype", [
+    pytest.param(*c.values, layout, dtype, id=f"{c.id}-{layout}-{dtype.name}")
+    for c in ELEMENTWISE_CASES for dtype in DTYPES for layout in layouts_for(c.values[0], dtype)])
 def test_elementwise(spec, form, use_y, layout, dtype, backend):
     run_elementwise(spec, form, use_y, spec.defaults, layout, dtype, backend)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("layout", ["specials", "13x17", "large"])
-@pytest.mark.parametrize("spec, form, use_y, params", PARAM_CASES)
+@pytest.mark.parametrize("spec, form, use_y, params, layout, dtype", [
+    pytest.param(*c.values, layout, dtype, id=f"{c.id}-{layout}-{dtype.name}")
+    for c in PARAM_CASES for dtype in DTYPES
+    for layout in layouts_for(c.values[0], dtype, ("specials", "13x17", "large"))])
 def test_elementwise_params(spec, form, use_y, params, layout, dtype, backend):
     run_elementwise(spec, form, use_y, params, layout, dtype, backend)
 

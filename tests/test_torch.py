@@ -38,12 +38,19 @@ def test_gradcheck_and_values_match_torch(spec):
     want = reference(x.detach(), **params)
     got = fn(x.detach(), **params)
     assert got.dtype == want.dtype and got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-300)
+    # absolute floor: 8 ULP of the largest value, since torch's float64 gelu, x (1 + erf(x /
+    # sqrt2)) / 2, cancels for x < 0 (it gives 0 or an error of ~1e-16 where the value is
+    # ~1e-18); fastact's own accuracy is tested against mpmath-checked oracles elsewhere
+    floor = 8 * torch.finfo(torch.float64).eps * float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=floor)
     # the backward through fastact equals torch's autograd
     g = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     (mine,) = torch.autograd.grad(fn(x, **params), x, g)
     (theirs,) = torch.autograd.grad(reference(x, **params), x, g)
-    torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+    # torch's hardsigmoid backward multiplies by a float32 constant 1/6 (1.0f / 6.0f) even in
+    # float64: 3e-8 relative; fastact's 1/6 is the float64 one
+    rtol = 1e-7 if spec.name == "hardsigmoid" else 1e-10
+    torch.testing.assert_close(mine, theirs, rtol=rtol, atol=1e-12)
 
 
 def test_float32_float16_and_module():

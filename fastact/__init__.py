@@ -116,6 +116,14 @@ from .api import (
     threshold_and_derivative,
     threshold_backward,
 )
+from .api import (  # gated units
+    glu,
+    glu_backward,
+    swiglu,
+    swiglu_backward,
+    geglu,
+    geglu_backward,
+)
 from .api import (  # losses
     cross_entropy,
     cross_entropy_and_grad,
@@ -173,6 +181,7 @@ __all__ = [
     "prelu", "prelu_derivative", "prelu_and_derivative", "prelu_backward",
     "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
     "softmin", "softmin_backward", "logsumexp",
+    "glu", "glu_backward", "swiglu", "swiglu_backward", "geglu", "geglu_backward",
     "cross_entropy", "cross_entropy_and_grad", "cross_entropy_backward",
     "nll_loss", "nll_loss_and_grad", "nll_loss_backward",
     "binary_cross_entropy", "binary_cross_entropy_and_grad", "binary_cross_entropy_backward",

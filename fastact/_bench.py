@@ -23,6 +23,7 @@ on a shared, noisy machine absolute times mean little.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -273,6 +274,53 @@ def _register_catalogue() -> None:
 _register_catalogue()
 
 
+# gated units: the gate's NumPy expressions above, times the value ---------------------------------
+
+_GATE_EXPRS = {
+    "sigmoid": ("1 / (1 + np.exp(-x))", "s = 1 / (1 + np.exp(-x)); s * (1 - s)"),
+    "silu": _CATALOGUE_EXPRS["silu"],
+    "gelu": _CATALOGUE_EXPRS["gelu"],
+}
+
+
+def _rename(expr: str, name: str) -> str:
+    return re.sub(r"\bx\b", name, expr)
+
+
+def _register_gated() -> None:
+    for spec in _registry.gated_ops():
+        value, derivative = _GATE_EXPRS[spec.extra["gate"]]
+        if spec.extra["split"]:
+            def fwd(x, *, axis=-1, _v=value):
+                a, b = np.split(x, 2, axis=axis)
+                return a * _eval_expr(_v, b, {})
+
+            def back(grad, *, x, axis=-1, _v=value, _d=derivative):
+                a, b = np.split(x, 2, axis=axis)
+                return np.concatenate([grad * _eval_expr(_v, b, {}),
+                                       grad * a * _eval_expr(_d, b, {})], axis=axis)
+
+            split = "a, b = np.split(x, 2, axis=-1); "
+            _baseline(spec.name, "forward", f"{split}a * ({_rename(value, 'b')})")(fwd)
+            _baseline(spec.name, "backward",
+                      f"{split}np.concatenate([grad * ({_rename(value, 'b')}), "
+                      f"grad * a * ({_rename(derivative, 'b')})], -1)")(back)
+            continue
+
+        def fwd(a, b, _v=value, **p):
+            return _eval_expr(_v, a, p) * b
+
+        def back(grad, *, a, b, _v=value, _d=derivative, **p):
+            return grad * b * _eval_expr(_d, a, p), grad * _eval_expr(_v, a, p)
+
+        _baseline(spec.name, "forward", f"({_rename(value, 'a')}) * b")(fwd)
+        _baseline(spec.name, "backward", f"(grad * b * ({_rename(derivative, 'a')}), "
+                                         f"grad * ({_rename(value, 'a')}))")(back)
+
+
+_register_gated()
+
+
 # prelu ------------------------------------------------------------------------------------------
 
 def _channel(x, weight):
@@ -386,14 +434,15 @@ PRELU_CHANNELS = 10
 def bench_shape(spec: _registry.OpSpec, size: int) -> tuple[int, ...]:
     """The array shape the benchmarks use for ``spec`` at ``size`` elements.
 
-    Row-wise ops: rows of ``ROW_WIDTH`` (one shorter row below that); prelu: blocks of
+    Row-wise ops and glu: rows of ``ROW_WIDTH`` (one shorter row below that); prelu: blocks of
     ``PRELU_CHANNELS`` channels x 100 (a 2-D ``(1, size)`` below 1000 elements); elementwise:
     1-D.  The element count is rounded down to a multiple of the row/block length.
     """
     size = int(size)
     if size < 1:
         raise ValueError(f"benchmark size must be >= 1, got {size}")
-    if spec.kind == "rowwise" or (spec.kind == "loss" and spec.extra["layout"] == "row"):
+    if (spec.kind == "rowwise" or (spec.kind == "loss" and spec.extra["layout"] == "row")
+            or (spec.kind == "gated" and spec.extra["split"])):
         width = min(ROW_WIDTH, size)
         return (size // width, width)
     if spec.kind == "channel":

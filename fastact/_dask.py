@@ -231,3 +231,46 @@ def prelu_backward(fn, grad, x, weight, kwargs: dict):
     axes = tuple(i for i in range(len(shape)) if not (per_channel and i == 1))
     total = partial.sum(axis=axes)
     return grad_x, total.astype(meta_gw.dtype).reshape(meta_gw.shape)
+
+
+def gated(fn, spec, form: str, arrays: dict, param_values: dict, axis, out, backend):
+    """Gated units: swiglu/geglu block by block (like an elementwise op; ``*_backward`` gives
+    two dask arrays); glu with its split axis in one chunk (rechunked if needed), the output
+    chunked like x with that axis halved."""
+    kwargs = {**param_values, "out": out, "backend": backend}
+    if not spec.extra["split"]:
+        return elementwise(fn, (), {**arrays, **kwargs})
+    _check_out(fn, kwargs)
+    import dask.array as da
+
+    x = arrays["x"]
+    x = x if is_dask(x) else da.from_array(np.asarray(x))
+    grad = arrays.get("grad")
+    if grad is not None and not is_dask(grad):
+        grad = da.from_array(np.asarray(grad))
+    fname = _fname(fn)
+    if any(np.isnan(s) for a in (x, grad) if a is not None for s in a.shape):
+        raise ValueError(f"{fname}: dask arrays with unknown chunk sizes are not supported; "
+                         "call .compute_chunk_sizes() first")
+    from . import _validate
+
+    # validate eagerly with empty arrays of the same ndim (the split axis keeps its size)
+    named = {"x": x} if grad is None else {"grad": grad, "x": x}
+    _, half, _, _, _ = _validate.gated_layout(fname, True, named, axis)
+    ax = _validate.normalize_axis(fname, axis, x.ndim)
+
+    def empty(shape, dtype):
+        return np.empty(tuple(s if i == ax else 0 for i, s in enumerate(shape)), dtype)
+
+    kw = {"axis": ax, "backend": backend}
+    if grad is None:
+        meta = fn(empty(x.shape, x.dtype), **kw)
+        x = x.rechunk({ax: -1})
+        chunks = x.chunks[:ax] + ((half[ax],),) + x.chunks[ax + 1:]
+        return da.map_blocks(lambda xb: fn(xb, **kw), x, dtype=meta.dtype, chunks=chunks,
+                             meta=np.empty((0,) * x.ndim, meta.dtype))
+    meta = fn(empty(grad.shape, grad.dtype), x=empty(x.shape, x.dtype), **kw)
+    x = x.rechunk({ax: -1})
+    grad = grad.rechunk(x.chunks[:ax] + ((half[ax],),) + x.chunks[ax + 1:])
+    return da.map_blocks(lambda g, xb: fn(g, x=xb, **kw), grad, x, dtype=meta.dtype,
+                         chunks=x.chunks, meta=np.empty((0,) * x.ndim, meta.dtype))

@@ -482,3 +482,41 @@ def _row_mask(fname: str, where, shape: tuple):
         raise ValueError(f"{fname}: where has shape {m.shape}, which does not broadcast to "
                          f"{shape}") from None
     return np.ascontiguousarray(m).view(np.uint8), None
+
+
+def gated(spec: _registry.OpSpec, form: str, fname: str, arrays: dict, param_values: dict,
+          axis, out, backend):
+    """glu / swiglu / geglu on device arrays (layout: ``_validate.gated_layout``)."""
+    _mixed(fname, arrays)
+    named = {k: as_device(fname, k, v) for k, v in arrays.items()}
+    rdtype = _validate.result_dtype(*named.values())
+    cdtype = _validate.compute_dtype(rdtype)
+    params = _validate.params(fname, spec, param_values) if spec.params else ()
+    split = spec.extra["split"]
+    in_shape, out_shape, rows, width, stride = _validate.gated_layout(fname, split, named, axis)
+    if form == "forward":
+        outs = (check_out(fname, "out", out, out_shape, rdtype),)
+    elif split:
+        outs = (check_out(fname, "out", out, in_shape, rdtype),)
+    else:
+        outs = check_out_pair(fname, out, in_shape, rdtype)
+    shape = out_shape if form == "forward" else in_shape
+    module = _resolve(fname, next(iter(named)), backend)
+    ref = named["x"] if split else named["a"]
+    with _Stream(module, ref):
+        flats = {k: _flat(_contiguous(module, d.arr, cdtype)) for k, d in named.items()}
+        results = [_result(module, ref, o, shape, rdtype, cdtype, list(flats.values()))
+                   for o in outs]
+        if rows * width:
+            kouts = [_flat(b) for b, _ in results]
+            if split:  # x = [value | gate] per row
+                gate, value = flats["x"][width:], flats["x"]
+                if form == "backward":
+                    kouts = [kouts[0][width:], kouts[0]]
+            else:
+                gate, value = flats["a"], flats["b"]
+            grad = (flats["grad"],) if form == "backward" else ()
+            getattr(module, f"{spec.name}_{form}")(*grad, gate, value, rows, width, stride,
+                                                   *params, *kouts)
+        done = tuple(finish() for _, finish in results)
+    return done if len(done) == 2 else done[0]

@@ -1029,3 +1029,220 @@ LOSS_DOCS: dict[str, str] = {
     (name if form == "forward" else f"{name}_{form}"): _loss_doc(name, form)
     for name in _LOSS_INFO for form in ("forward", "and_grad", "backward")
 }
+
+
+# ------------------------------------------------------------------------------------------------
+# gated units
+# ------------------------------------------------------------------------------------------------
+
+_GATED_COMMON = """\
+out : ndarray, optional
+    Where to write the result ({out_shape}, the result dtype){alias}.
+backend : str, optional
+    Force a backend ('numba', 'cython', 'numpy', 'cuda')."""
+
+_GATED_NOTES = """\
+The gate's activation and its derivative are computed in float64 by the same formulas as
+``fa.{gate}`` (stable forms included: {stable}), multiplied in float64 and rounded once, so
+the value is within the bound of ``{gate}`` plus one rounding (float32: {b32} ULP, float64:
+{b64} ULP) and each gradient within {d} ULP (with the derivatives' absolute floor).  The
+inputs are never modified; NaN propagates, and ``inf * 0`` gives NaN as in NumPy and
+PyTorch."""
+
+GATED_DOCS = {
+    "glu": f"""Gated linear unit: the first half of x along ``axis`` gated by the second.
+
+.. math:: \\operatorname{{glu}}(x) = a \\cdot \\sigma(b), \\quad x = [a \\,|\\, b]
+   \\text{{ along axis}}
+
+Derivative: d/da = sigma(b), d/db = a sigma(b) (1 - sigma(b)) (``glu_backward``).
+
+Parameters
+----------
+x : array_like
+    Input, float16/32/64 (float16 computed in float32); its size along ``axis`` must be even.
+axis : int, default -1
+    The axis that is split in two halves (PyTorch's ``dim``).
+{_GATED_COMMON.format(out_shape="x's shape with axis halved", alias="")}
+
+Returns
+-------
+y : ndarray
+    x's shape with ``axis`` halved.
+
+Raises
+------
+ValueError
+    If x is 0-d or its size along ``axis`` is odd.
+
+Notes
+-----
+Both halves are read in place (no copy of x when it is C-contiguous), whatever the axis.
+{_GATED_NOTES.format(gate="sigmoid", stable="sigma from exp(-|b|)", b32=5, b64=5, d=10)}
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.glu(np.array([[1.0, 2.0, 0.0, 3.0], [-1.0, 4.0, 2.0, -2.0]]))
+array([[ 0.5       ,  1.90514825],
+       [-0.88079708,  0.47681169]])
+>>> fa.glu(np.array([[1.0, 2.0], [0.0, 3.0]]), axis=0)
+array([[0.5       , 1.90514825]])
+""",
+    "glu_backward": f"""Gradient of ``glu`` with respect to x, in one pass.
+
+For x = [a | b] along ``axis``: grad_x = [grad sigma(b) | grad a sigma(b) (1 - sigma(b))].
+
+Parameters
+----------
+grad : array_like
+    Gradient of the output: x's shape with ``axis`` halved.
+x : array_like
+    The input of the forward pass (keyword-only).
+axis : int, default -1
+    The axis that was split.
+{_GATED_COMMON.format(out_shape="x's shape", alias="; may be x itself")}
+
+Returns
+-------
+grad_x : ndarray
+    Same shape as x.
+
+Notes
+-----
+{_GATED_NOTES.format(gate="sigmoid", stable="sigma from exp(-|b|)", b32=5, b64=5, d=10)}
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.glu_backward(np.ones((1, 2)), x=np.array([[1.0, 2.0, 0.0, 3.0]]))
+array([[0.5       , 0.95257413, 0.25      , 0.09035332]])
+""",
+    "swiglu": f"""SiLU-gated unit (SwiGLU): silu(a) * b.
+
+.. math:: \\operatorname{{swiglu}}(a, b) = \\frac{{a}}{{1 + e^{{-a}}}} \\, b
+
+Derivative: d/da = b (sigma(a) + a sigma(a) (1 - sigma(a))), d/db = silu(a)
+(``swiglu_backward``).  The gated feed-forward block of LLaMA-style transformers is
+``swiglu(x @ W1, x @ W3) @ W2``.
+
+Parameters
+----------
+a : array_like
+    Gate input, float16/32/64.
+b : array_like
+    Value input, the same shape as a (no broadcasting: a shape mismatch is a ValueError).
+{_GATED_COMMON.format(out_shape="a's shape", alias="; may be a or b itself")}
+
+Returns
+-------
+y : ndarray
+    Same shape as a.
+
+Notes
+-----
+{_GATED_NOTES.format(gate="silu", stable="a sigma(a) from exp(-|a|)", b32=5, b64=5, d=10)}
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.swiglu(np.array([-1.0, 0.0, 2.0]), np.array([2.0, 5.0, 0.5]))
+array([-0.53788284,  0.        ,  0.88079708])
+""",
+    "swiglu_backward": f"""Gradients of ``swiglu`` with respect to a and b, in one pass.
+
+grad_a = grad b silu'(a), grad_b = grad silu(a).
+
+Parameters
+----------
+grad : array_like
+    Gradient of the output, the shape of a.
+a, b : array_like
+    The inputs of the forward pass (keyword-only).
+out : tuple of two ndarrays, optional
+    Buffers for (grad_a, grad_b); either may be None, and they must not overlap.
+backend : str, optional
+    Force a backend ('numba', 'cython', 'numpy', 'cuda').
+
+Returns
+-------
+(grad_a, grad_b) : tuple of ndarray
+
+Notes
+-----
+{_GATED_NOTES.format(gate="silu", stable="a sigma(a) from exp(-|a|)", b32=5, b64=5, d=10)}
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.swiglu_backward(np.ones(3), a=np.array([-1.0, 0.0, 2.0]), b=np.array([2.0, 5.0, 0.5]))
+(array([0.14465898, 2.5       , 0.54539212]), array([-0.26894142,  0.        ,  1.76159416]))
+""",
+    "geglu": f"""GELU-gated unit (GEGLU): gelu(a) * b.
+
+.. math:: \\operatorname{{geglu}}(a, b) = a \\, \\Phi(a) \\, b
+
+Derivative: d/da = b (Phi(a) + a phi(a)), d/db = gelu(a) (``geglu_backward``).  With
+``approximate='tanh'`` the gate is gelu's tanh form, as in ``fa.gelu``.
+
+Parameters
+----------
+a : array_like
+    Gate input, float16/32/64.
+b : array_like
+    Value input, the same shape as a (no broadcasting).
+approximate : {{'none', 'tanh'}}, default 'none'
+    Which gelu: exact (erfc) or the tanh approximation.
+{_GATED_COMMON.format(out_shape="a's shape", alias="; may be a or b itself")}
+
+Returns
+-------
+y : ndarray
+    Same shape as a.
+
+Notes
+-----
+{_GATED_NOTES.format(gate="gelu", stable="erfc with its argument's rounding error corrected",
+                     b32=5, b64=33, d=10)}
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.geglu(np.array([-1.0, 0.0, 2.0]), np.array([2.0, 5.0, 0.5]))
+array([-0.31731051,  0.        ,  0.97724987])
+>>> fa.geglu(np.array([-1.0, 0.0, 2.0]), np.array([2.0, 5.0, 0.5]), approximate="tanh")
+array([-0.31761602,  0.        ,  0.97729885])
+""",
+    "geglu_backward": f"""Gradients of ``geglu`` with respect to a and b, in one pass.
+
+grad_a = grad b gelu'(a), grad_b = grad gelu(a).
+
+Parameters
+----------
+grad : array_like
+    Gradient of the output, the shape of a.
+a, b : array_like
+    The inputs of the forward pass (keyword-only).
+approximate : {{'none', 'tanh'}}, default 'none'
+    Which gelu.
+out : tuple of two ndarrays, optional
+    Buffers for (grad_a, grad_b); either may be None, and they must not overlap.
+backend : str, optional
+    Force a backend ('numba', 'cython', 'numpy', 'cuda').
+
+Returns
+-------
+(grad_a, grad_b) : tuple of ndarray
+
+Notes
+-----
+{_GATED_NOTES.format(gate="gelu", stable="erfc with its argument's rounding error corrected",
+                     b32=5, b64=33, d=10)}
+
+Examples
+--------
+>>> import numpy as np, fastact as fa
+>>> fa.geglu_backward(np.ones(3), a=np.array([-1.0, 0.0, 2.0]), b=np.array([2.0, 5.0, 0.5]))
+(array([-0.16663094,  2.5       ,  0.5426159 ]), array([-0.15865525,  0.        ,  1.95449974]))
+""",
+}

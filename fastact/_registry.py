@@ -20,6 +20,9 @@ ELEMENTWISE_FORMS = ("forward", "derivative", "and_derivative", "backward")
 #: Forms of a row-wise op (softmax family).
 ROWWISE_FORMS = ("forward", "backward")
 
+#: Forms of a gated unit (glu, swiglu, geglu): the value and the one-pass backward.
+GATED_FORMS = ("forward", "backward")
+
 #: Forms of a loss: value, value and gradient in one pass, and the backward pass.
 LOSS_FORMS = ("forward", "and_grad", "backward")
 
@@ -87,7 +90,10 @@ class OpSpec:
     ----------
     name : the public name (``fa.<name>``), the kernel prefix and the test/benchmark id.
     kind : ``"elementwise"`` (formulas in ``_math.py``, kernels generated), ``"channel"``
-        (prelu: a per-channel weight), ``"rowwise"`` (softmax family, along an axis) or
+        (prelu: a per-channel weight), ``"rowwise"`` (softmax family, along an axis),
+        ``"gated"`` (glu, swiglu, geglu: ``act(gate) * value``, forms ``GATED_FORMS``;
+        ``extra["gate"]`` names the elementwise op applied to the gate, whose formulas the
+        kernels reuse, ``extra["split"]`` is True for glu, whose one input holds both halves) or
         ``"loss"`` (forms ``LOSS_FORMS``; ``extra["layout"]`` is ``"row"`` for the class-axis
         losses and ``"elementwise"`` for the others, ``extra["kernels"]`` their kernel names).
     params : scalar parameters, in signature order, with PyTorch's defaults.
@@ -327,6 +333,51 @@ OPS: tuple[OpSpec, ...] = (
 
 
 # ------------------------------------------------------------------------------------------------
+# gated units (kind "gated"): act(gate) * value, kernels reuse the gate op's formulas
+# ------------------------------------------------------------------------------------------------
+
+def _gated(name: str, gate: str, split: bool, numpy_expr: str, summary: str) -> OpSpec:
+    """A gated unit ``gate_op(gate) * value``.
+
+    Its kernels (every backend, DESIGN.md section 6) address both operands as ``rows`` rows of
+    ``width`` elements, row ``r`` starting at ``r * stride`` (glu: one buffer holding value and
+    gate halves, stride 2 * width; swiglu/geglu: two buffers, stride = width)::
+
+        NAME_forward(gate, value, rows, width, stride, *params, out)          out: rows * width
+        NAME_backward(grad, gate, value, rows, width, stride, *params, grad_gate, grad_value)
+
+    The value is the gate op's value times ``value`` (one rounding of the float64 product); the
+    accuracy bounds are the gate op's plus that rounding (and one more for the backward's
+    ``grad * value * act'(gate)``).
+    """
+    act = _ACTIVATIONS[gate]
+    return OpSpec(
+        name, "gated", params=act.params, forms=GATED_FORMS,
+        bound=Bound(act.bound.float32 + 1, act.bound.float64 + 1),
+        derivative_bound=Bound(act.derivative_bound.float32 + 2,
+                               act.derivative_bound.float64 + 2),
+        domain=act.domain, numpy_expr=numpy_expr, summary=summary,
+        extra={"gate": gate, "split": split},
+    )
+
+
+_ACTIVATIONS = {op.name: op for op in OPS}
+
+GATED_OPS: tuple[OpSpec, ...] = (
+    _gated("glu", "sigmoid", True,
+           "a, b = np.split(x, 2, axis=-1); a / (1 + np.exp(-b))",
+           "gated linear unit: first half of x along axis times sigmoid(second half)"),
+    _gated("swiglu", "silu", False, "a / (1 + np.exp(-a)) * b",
+           "SiLU-gated unit silu(a) * b (SwiGLU)"),
+    _gated("geglu", "gelu", False,
+           "0.5 * a * (1 + np.tanh(0.7978845608028654 * (a + 0.044715 * a ** 3))) * b",
+           "GELU-gated unit gelu(a) * b (GEGLU)"),
+)
+
+OPS = OPS + GATED_OPS
+
+
+# ------------------------------------------------------------------------------------------------
 # losses (kind "loss"): appended at the end of OPS
 # ------------------------------------------------------------------------------------------------
 
@@ -415,6 +466,10 @@ def reduces(spec: OpSpec) -> bool:
 
 def loss_ops() -> tuple[OpSpec, ...]:
     return tuple(op for op in OPS if op.kind == "loss")
+
+
+def gated_ops() -> tuple[OpSpec, ...]:
+    return tuple(op for op in OPS if op.kind == "gated")
 
 
 def elementwise_ops() -> tuple[OpSpec, ...]:

@@ -24,6 +24,8 @@ def example_call(spec: _registry.OpSpec, form: str, x: np.ndarray, *, use_y: boo
     fn = public_function(spec, form)
     if spec.kind == "loss":
         return fn, *_loss_operands(spec, form, x, params)
+    if spec.kind == "gated":
+        return fn, *_gated_operands(spec, form, x, params)
     kwargs = dict(spec.defaults if params is None else params)
     args = [x]
     if spec.kind == "channel":
@@ -43,6 +45,30 @@ def example_call(spec: _registry.OpSpec, form: str, x: np.ndarray, *, use_y: boo
     if spec.kind == "channel" and form != "backward":
         args.append(kwargs.pop("weight"))
     return fn, args, kwargs
+
+
+def _pattern(shape: tuple, dtype) -> np.ndarray:
+    """A deterministic operand of ``shape``, values in [0.5, 2.5]."""
+    n = int(np.prod(shape))
+    return (np.cos(np.arange(n, dtype=np.float64)) + 1.5).astype(dtype).reshape(shape)
+
+
+def _gated_operands(spec: _registry.OpSpec, form: str, x: np.ndarray, params: dict | None):
+    """(args, kwargs) of a gated unit: glu splits x along its last axis (an odd last column is
+    left out); swiglu/geglu gate x and take a deterministic pattern as b."""
+    kwargs = dict(spec.defaults if params is None else params)
+    if spec.extra["split"]:
+        x = x.reshape(1) if x.ndim == 0 else x
+        if x.shape[-1] % 2:  # an odd last axis: split the even part (a view)
+            x = x[..., :-1]
+        if form == "forward":
+            return [x], kwargs
+        half = x.shape[:-1] + (x.shape[-1] // 2,)
+        return [_pattern(half, x.dtype)], {**kwargs, "x": x}
+    b = _pattern(x.shape, x.dtype)
+    if form == "forward":
+        return [x, b], kwargs
+    return [_pattern(x.shape, x.dtype)], {**kwargs, "a": x, "b": b}
 
 
 def _loss_operands(spec: _registry.OpSpec, form: str, x: np.ndarray, params: dict | None):

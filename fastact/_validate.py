@@ -153,6 +153,36 @@ def normalize_axis(fname: str, axis, ndim: int) -> int:
     return axis % n
 
 
+def gated_layout(fname: str, split: bool, named: dict, axis):
+    """(input shape, output shape, rows, width, stride) of a gated unit's operands.
+
+    glu (``split``): x is viewed as ``rows`` rows of [value half | gate half] along ``axis``,
+    each half ``width`` contiguous elements of a C-ordered x (stride 2 * width); grad, if given,
+    must have x's shape with that axis halved.  swiglu/geglu: a, b (and grad) of one shape, one
+    row.  ``named`` maps argument names to arrays (anything with ``.shape``).
+    """
+    if not split:
+        # a first, so a mismatch names b (or grad)
+        shape = same_shape(fname, {k: named[k] for k in ("a", "b", "grad") if k in named})
+        n = math.prod(shape)
+        return shape, shape, 1, n, n
+    x = named["x"]
+    if len(x.shape) == 0:
+        raise ValueError(f"{fname}: x is 0-d; glu splits x in two halves along axis, so x "
+                         "needs at least one dimension")
+    ax = normalize_axis(fname, axis, len(x.shape))
+    n = x.shape[ax]
+    if n % 2:
+        raise ValueError(f"{fname}: x has odd size {n} along axis {axis}; glu splits that "
+                         "axis into two equal halves")
+    half = x.shape[:ax] + (n // 2,) + x.shape[ax + 1:]
+    if "grad" in named and named["grad"].shape != half:
+        raise ValueError(f"{fname}: grad has shape {named['grad'].shape}, expected {half} "
+                         f"(x's shape {x.shape} with axis {axis} halved)")
+    width = n // 2 * math.prod(x.shape[ax + 1:])
+    return x.shape, half, math.prod(x.shape[:ax]), width, 2 * width
+
+
 # --- outputs -------------------------------------------------------------------------------------
 
 def check_out(fname: str, argname: str, out, shape: tuple, dtype: np.dtype):

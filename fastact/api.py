@@ -509,6 +509,88 @@ del _fn
 
 
 # ------------------------------------------------------------------------------------------------
+# gated units: act(gate) * value (glu: halves of one input along an axis; swiglu/geglu: a, b)
+# ------------------------------------------------------------------------------------------------
+
+def _gated(name: str, form: str, arrays: dict, param_values: dict, axis, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _PREFIX + spec.public_name(form)
+    if _dask.any_dask(*arrays.values()):
+        return _dask.gated(_public(name, form), spec, form, arrays, param_values, axis, out,
+                           backend)
+    if _device.any_device(arrays.values()):
+        return _device.gated(spec, form, fname, arrays, param_values, axis, out, backend)
+    named = {k: _validate.as_array(fname, k, v) for k, v in arrays.items()}
+    rdtype = _validate.result_dtype(*named.values())
+    cdtype = _validate.compute_dtype(rdtype)
+    params = _validate.params(fname, spec, param_values) if spec.params else ()
+    in_shape, out_shape, rows, width, stride = _validate.gated_layout(
+        fname, spec.extra["split"], named, axis)
+    if form == "forward":
+        outs = (_validate.check_out(fname, "out", out, out_shape, rdtype),)
+    elif spec.extra["split"]:
+        outs = (_validate.check_out(fname, "out", out, in_shape, rdtype),)
+    else:
+        outs = _validate.check_out_pair(fname, out, in_shape, rdtype)
+    module = _dispatch.resolve(backend)[1]
+    flats = {k: _validate.flat(a, cdtype) for k, a in named.items()}
+    shape = out_shape if form == "forward" else in_shape
+    buffers = [_validate.kernel_buffer(o, shape, cdtype, list(flats.values())) for o in outs]
+    if rows * width:
+        kernel = getattr(module, _KERNELS[name, form])
+        kouts = [b.reshape(-1) for b in buffers]
+        device = getattr(kernel, "device_only", False)
+        if device:  # backend='cuda' on host arrays: whole buffers in, whole results back
+            flats = {k: module.to_device(a) for k, a in flats.items()}
+            kouts = [module.empty(b.shape, cdtype) for b in kouts]
+        if spec.extra["split"]:  # x = [value | gate] per row: the gate half starts width on
+            gate, value = flats["x"][width:], flats["x"]
+            gouts = [kouts[0][width:], kouts[0]] if form == "backward" else kouts
+        else:
+            gate, value, gouts = flats["a"], flats["b"], kouts
+        grad = (flats["grad"],) if form == "backward" else ()
+        kernel(*grad, gate, value, rows, width, stride, *params, *gouts)
+        if device:
+            for d, b in zip(kouts, buffers):
+                d.copy_to_host(b.reshape(-1))
+    results = tuple(_validate.deliver(o, b, shape, rdtype) for o, b in zip(outs, buffers))
+    return results if len(results) == 2 else results[0]
+
+
+def glu(x, *, axis=-1, out=None, backend=None):
+    return _gated("glu", "forward", {"x": x}, {}, axis, out, backend)
+
+
+def glu_backward(grad, *, x, axis=-1, out=None, backend=None):
+    return _gated("glu", "backward", {"grad": grad, "x": x}, {}, axis, out, backend)
+
+
+def swiglu(a, b, *, out=None, backend=None):
+    return _gated("swiglu", "forward", {"a": a, "b": b}, {}, None, out, backend)
+
+
+def swiglu_backward(grad, *, a, b, out=None, backend=None):
+    return _gated("swiglu", "backward", {"grad": grad, "a": a, "b": b}, {}, None, out, backend)
+
+
+def geglu(a, b, *, approximate="none", out=None, backend=None):
+    return _gated("geglu", "forward", {"a": a, "b": b}, {"approximate": approximate}, None, out,
+                  backend)
+
+
+def geglu_backward(grad, *, a, b, approximate="none", out=None, backend=None):
+    return _gated("geglu", "backward", {"grad": grad, "a": a, "b": b},
+                  {"approximate": approximate}, None, out, backend)
+
+
+from ._docs import GATED_DOCS as _GATED_DOCS  # noqa: E402
+
+for _fn in (glu, glu_backward, swiglu, swiglu_backward, geglu, geglu_backward):
+    _fn.__doc__ = _GATED_DOCS[_fn.__name__]
+del _fn
+
+
+# ------------------------------------------------------------------------------------------------
 # losses
 # ------------------------------------------------------------------------------------------------
 #

@@ -134,6 +134,58 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
+# gated units: glu(input, dim), swiglu(a, b), geglu(a, b, approximate)
+# ------------------------------------------------------------------------------------------------
+
+class _Glu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = dim
+        ctx.save_for_backward(x)
+        return _from_numpy(fa.glu(_to_numpy("glu", "input", x), axis=dim))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        g = fa.glu_backward(_to_numpy("glu_backward", "grad", grad.contiguous()),
+                            x=_to_numpy("glu_backward", "input", x), axis=ctx.dim)
+        return _from_numpy(g), None
+
+
+class _GatedPair(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, name, params):
+        ctx.name, ctx.params = name, params
+        ctx.save_for_backward(a, b)
+        return _from_numpy(getattr(fa, name)(_to_numpy(name, "a", a), _to_numpy(name, "b", b),
+                                             **params))
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        name = f"{ctx.name}_backward"
+        ga, gb = getattr(fa, name)(_to_numpy(name, "grad", grad.contiguous()),
+                                   a=_to_numpy(name, "a", a), b=_to_numpy(name, "b", b),
+                                   **ctx.params)
+        return _from_numpy(ga), _from_numpy(gb), None, None
+
+
+def glu(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``torch.nn.functional.glu(input, dim)``: first half times sigmoid of the second half."""
+    return _Glu.apply(input, dim)
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``F.silu(a) * b`` in one fastact pass (and one backward pass for both gradients)."""
+    return _GatedPair.apply(a, b, "swiglu", {})
+
+
+def geglu(a: torch.Tensor, b: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """``F.gelu(a, approximate=approximate) * b`` in one fastact pass."""
+    return _GatedPair.apply(a, b, "geglu", {"approximate": approximate})
+
+
+# ------------------------------------------------------------------------------------------------
 # softmax family
 # ------------------------------------------------------------------------------------------------
 

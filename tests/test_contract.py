@@ -73,7 +73,9 @@ class Case:
 def _cases() -> list[Case]:
     cases = []
     for spec in _registry.OPS:
-        if spec.kind == "loss":  # losses have their own contract tests (tests/test_losses.py)
+        # losses and gated units have their own contract tests (tests/test_losses.py,
+        # tests/test_gated.py): other signatures
+        if spec.kind in ("loss", "gated"):
             continue
         for form in spec.forms:
             cases.append(Case(spec, form))
@@ -98,9 +100,10 @@ def result_shape(case: Case, shape: tuple, axis: int = -1, keepdims: bool = Fals
 ELEMENTWISE_CASES = [c for c in CASES if c.spec.kind in ("elementwise", "channel")]
 ROWWISE_SPECS = [s for s in _registry.OPS if s.kind == "rowwise"]
 PARAM_SPECS = [(s, p) for s in _registry.OPS for p in s.params
-               if s.kind != "loss" and not p.choices]
+               if s.kind not in ("loss", "gated") and not p.choices]
 #: string parameters with a fixed set of values (gelu's approximate)
-CHOICE_SPECS = [(s, p) for s in _registry.OPS for p in s.params if s.kind != "loss" and p.choices]
+CHOICE_SPECS = [(s, p) for s in _registry.OPS for p in s.params
+                if s.kind not in ("loss", "gated") and p.choices]
 case_param = pytest.mark.parametrize("case", CASES, ids=str)
 
 #: The array-layer tests (layouts, out=, dtypes, bad arguments) run on these cases only: every

@@ -101,3 +101,34 @@ def test_errors():
         ft.relu(torch.ones(3), alpha=1.0)
     with pytest.raises(ValueError, match="not an elementwise"):
         ft.Activation("softmax")
+
+
+@pytest.mark.parametrize("dim", [-1, 0, 1])
+def test_glu_matches_torch(dim):
+    x = _input(shape=(4, 6, 2))
+    assert torch.autograd.gradcheck(lambda t: ft.glu(t, dim), (x,), eps=1e-6, atol=1e-7)
+    torch.testing.assert_close(ft.glu(x, dim), F.glu(x, dim), rtol=1e-12, atol=1e-14)
+    g = torch.randn(F.glu(x, dim).shape, dtype=torch.float64)
+    (mine,) = torch.autograd.grad(ft.glu(x, dim), x, g)
+    (theirs,) = torch.autograd.grad(F.glu(x, dim), x, g)
+    torch.testing.assert_close(mine, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,reference", [
+    ("swiglu", lambda a, b: F.silu(a) * b),
+    ("geglu", lambda a, b: F.gelu(a) * b),
+    ("geglu-tanh", lambda a, b: F.gelu(a, approximate="tanh") * b)])
+def test_gated_pairs_match_torch(name, reference):
+    op, _, approx = name.partition("-")
+    kw = {"approximate": approx} if approx else {}
+    a, b = _input(2, (3, 5)), _input(3, (3, 5))
+    fn = getattr(ft, op)
+    assert torch.autograd.gradcheck(lambda s, t: fn(s, t, **kw), (a, b), eps=1e-6, atol=1e-7)
+    want = reference(a.detach(), b.detach())
+    floor = 8 * torch.finfo(torch.float64).eps * float(want.abs().max())
+    torch.testing.assert_close(fn(a.detach(), b.detach(), **kw), want, rtol=1e-12, atol=floor)
+    g = torch.randn(a.shape, dtype=torch.float64)
+    mine = torch.autograd.grad(fn(a, b, **kw), (a, b), g)
+    theirs = torch.autograd.grad(reference(a, b), (a, b), g)
+    for m, t in zip(mine, theirs):
+        torch.testing.assert_close(m, t, rtol=1e-10, atol=1e-12)

@@ -387,10 +387,18 @@ def context(root: str, build: dict | None = None) -> dict:
         """Cython name of formula ``name`` (a KeyError here is a template bug)."""
         return by_name[name].cname
 
+    gated_ops = []
+    for op in registry.OPS:
+        if op.kind == "gated":
+            gate = _op_context(registry.OPS_BY_NAME[op.extra["gate"]], by_name)
+            gated_ops.append(types.SimpleNamespace(name=op.name, gate=gate.name,
+                                                   pdecl=gate.pdecl, pargs=gate.pargs,
+                                                   fused=gate.fused))
     loss_ops = [types.SimpleNamespace(name=op.name, layout=op.extra.get("layout"))
                 for op in registry.OPS if op.kind == "loss"]
     return {
         "ops": ops,
+        "gated_ops": gated_ops,
         "loss_ops": loss_ops,
         "formulas": formulas,
         "F": F,

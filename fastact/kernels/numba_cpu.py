@@ -545,6 +545,54 @@ def prelu_backward__{variant}(grad, x, weight, inner, out, grad_weight):
 """
 
 
+#: Elements of one row handled by one task of a gated kernel: rows are split into blocks, so a
+#: flat swiglu (one row) still uses every thread and the inner loop stays contiguous.
+GATED_BLOCK = 4096
+
+# Gated units (glu, swiglu, geglu; _registry._gated documents the arguments): value and
+# backward of act(gate) * value, with the gate op's formulas in float64, rounded once on store.
+_GATED_TEMPLATE = """
+def {name}_forward__{variant}(gate, value, rows, width, stride, {p}out):
+    nb = (width + GATED_BLOCK - 1) // GATED_BLOCK
+    for b in {loop}(rows * nb):
+        r = b // nb
+        j0 = (b - r * nb) * GATED_BLOCK
+        j1 = min(j0 + GATED_BLOCK, width)
+        i0 = r * stride
+        o0 = r * width
+        for j in range(j0, j1):
+            out[o0 + j] = F_{gate}(np.float64(gate[i0 + j]){pa}) * np.float64(value[i0 + j])
+
+
+def {name}_backward__{variant}(grad, gate, value, rows, width, stride, {p}grad_gate, grad_value):
+    nb = (width + GATED_BLOCK - 1) // GATED_BLOCK
+    for b in {loop}(rows * nb):
+        r = b // nb
+        j0 = (b - r * nb) * GATED_BLOCK
+        j1 = min(j0 + GATED_BLOCK, width)
+        i0 = r * stride
+        o0 = r * width
+        for j in range(j0, j1):
+            g = np.float64(grad[o0 + j])
+            v = np.float64(value[i0 + j])
+            a, d = {fused}
+            grad_gate[i0 + j] = g * v * d
+            grad_value[i0 + j] = g * a
+"""
+
+
+def _gated_source(op: _registry.OpSpec, variant: str, loop: str) -> str:
+    gate = op.extra["gate"]
+    pa = "".join(f", {n}" for n in op.param_names)
+    xi = "np.float64(gate[i0 + j])"
+    if f"{gate}_and_derivative" in FORMULAS:
+        fused = f"F_{gate}_and_derivative({xi}{pa})"
+    else:
+        fused = f"F_{gate}({xi}{pa}), F_{gate}_derivative({xi}{pa})"
+    return _GATED_TEMPLATE.format(name=op.name, variant=variant, loop=loop, gate=gate, pa=pa,
+                                  p="".join(f"{n}, " for n in op.param_names), fused=fused)
+
+
 def _kernel_source() -> tuple[str, list[tuple[str, str]]]:
     """The whole generated module, and (kernel name, size argument) per kernel."""
     specs = [s for op in _registry.elementwise_ops() for s in _elementwise_specs(op)]
@@ -562,13 +610,18 @@ def _kernel_source() -> tuple[str, list[tuple[str, str]]]:
     for variant, loop in (("parallel", "prange"), ("serial", "range")):
         chunks.append(_PRELU_BACKWARD_TEMPLATE.format(variant=variant, loop=loop))
     names = [(s[0], s[1].split(",")[0]) for s in specs] + [("prelu_backward", "grad")]
+    for op in _registry.gated_ops():
+        for variant, loop in (("parallel", "prange"), ("serial", "range")):
+            chunks.append(_gated_source(op, variant, loop))
+        names += [(f"{op.name}_forward", "gate"), (f"{op.name}_backward", "grad")]
     return "".join(chunks), names
 
 
 def _namespace() -> dict:
     # __name__ makes the generated functions belong to this module, which Numba re-imports
     # when it loads them from the disk cache
-    ns = {"__name__": __name__, "np": np, "prange": prange, "PRELU_BLOCK": PRELU_BLOCK}
+    ns = {"__name__": __name__, "np": np, "prange": prange, "PRELU_BLOCK": PRELU_BLOCK,
+          "GATED_BLOCK": GATED_BLOCK}
     for name, fn in FORMULAS.items():
         if isinstance(fn, numba.core.registry.CPUDispatcher):
             ns[f"F_{name}"] = fn

@@ -172,6 +172,48 @@ _PRELU_BODIES = {
 }
 
 
+# gated units: element i of the rows * width output is row r = i // width, column i - r width;
+# its operands sit at r * stride + column (glu: both halves of one buffer)
+_GATED_TEMPLATE = """
+def {name}_forward__kernel(gate, value, rows, width, stride, {p}out):
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = np.int64(rows) * width
+    while i < n:
+        r = i // width
+        k = r * stride + (i - r * width)
+        out[i] = F_{gate}(np.float64(gate[k]){pa}) * np.float64(value[k])
+        i += step
+
+
+def {name}_backward__kernel(grad, gate, value, rows, width, stride, {p}grad_gate, grad_value):
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = np.int64(rows) * width
+    while i < n:
+        r = i // width
+        k = r * stride + (i - r * width)
+        g = np.float64(grad[i])
+        v = np.float64(value[k])
+        xg = np.float64(gate[k])
+        a, d = {fused}
+        grad_gate[k] = g * v * d
+        grad_value[k] = g * a
+        i += step
+"""
+
+
+def _gated_source(op: _registry.OpSpec) -> str:
+    gate = op.extra["gate"]
+    pa = "".join(f", {n}" for n in op.param_names)
+    if f"{gate}_and_derivative" in FORMULAS:
+        fused = f"F_{gate}_and_derivative(xg{pa})"
+    else:
+        fused = f"F_{gate}(xg{pa}), F_{gate}_derivative(xg{pa})"
+    return _GATED_TEMPLATE.format(name=op.name, gate=gate, pa=pa, fused=fused,
+                                  p="".join(f"{n}, " for n in op.param_names))
+
+
 def _kernel_source() -> tuple[str, list[tuple[str, int]]]:
     specs = [s for op in _registry.elementwise_ops() for s in _elementwise_specs(op)]
     chunks = [_ELEMENTWISE_TEMPLATE.format(name=n, args=a, body=b) for n, a, _, b in specs]
@@ -179,6 +221,7 @@ def _kernel_source() -> tuple[str, list[tuple[str, int]]]:
         chunks.append(_PRELU_TEMPLATE.format(form=form, outs=outs, body=body))
     names = [(s[0], s[2]) for s in specs] + [(f"prelu_{form}", len(o.split(",")))
                                              for form, (o, _) in _PRELU_BODIES.items()]
+    chunks += [_gated_source(op) for op in _registry.gated_ops()]
     return "".join(chunks), names
 
 
@@ -521,6 +564,21 @@ def _elementwise_launcher(name: str, kernel, n_out: int):
     return run
 
 
+def _gated_launcher(name: str, kernel):
+    """Gated kernels take device arrays only: the API copies whole host buffers in and out
+    (glu's operands are overlapping views of one buffer, which per-argument copies would
+    break)."""
+    def run(*args):
+        pos = 3 if name.endswith("_backward") else 2  # index of rows
+        n = int(args[pos]) * int(args[pos + 1])
+        _launch(kernel, n, ELEMENTWISE_THREADS, _max_blocks(), *args)
+
+    run.__name__ = run.__qualname__ = name
+    run.kernel = kernel
+    run.device_only = True
+    return run
+
+
 def _as_rows3(a):
     """(rows, C) -> (rows, C, 1); 3-D arrays pass through."""
     if a is None or len(a.shape) == 3:
@@ -631,6 +689,10 @@ def _build() -> dict:
     for name, n_out in names:
         kernels[name] = _elementwise_launcher(name, cuda.jit(**JIT_OPTIONS)(ns[f"{name}__kernel"]),
                                               n_out)
+    for op in _registry.gated_ops():
+        for form in op.forms:
+            name = f"{op.name}_{form}"
+            kernels[name] = _gated_launcher(name, cuda.jit(**JIT_OPTIONS)(ns[f"{name}__kernel"]))
     copies = {nd: cuda.jit(**JIT_OPTIONS)(ns[f"copy_{nd}d__kernel"])
               for nd in range(1, MAX_COPY_NDIM + 1)}
     return kernels, copies

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _registry
+
+
 def _quiet():
     return np.errstate(all="ignore")  # a fresh context each time: errstate is not reentrant
 
@@ -437,6 +440,44 @@ def prelu_backward(grad, x, weight, inner, out, grad_weight):
         out[...] = gx
         per_row = contrib.reshape(-1, inner).sum(axis=1)
         grad_weight[...] = per_row.reshape(-1, grad_weight.size).sum(axis=0)
+
+
+# --- gated units: act(gate) * value on rows of `width` elements, row r at r * stride ----------------
+
+def _row_view(a, rows, width, stride):
+    """The (rows, width) strided view of flat ``a`` that the gated kernels address."""
+    return np.lib.stride_tricks.as_strided(a, (rows, width), (stride * a.itemsize, a.itemsize))
+
+
+def _define_gated(name, gate):
+    value_fn, derivative_fn, _ = FUNCTIONS[gate]
+
+    def forward(gate, value, rows, width, stride, *args):
+        *params, out = map_params(args)
+        g = _row_view(gate, rows, width, stride).astype(np.float64)
+        v = _row_view(value, rows, width, stride).astype(np.float64)
+        with _quiet():
+            out.reshape(rows, width)[...] = value_fn(g, *params) * v
+
+    def backward(grad, gate, value, rows, width, stride, *args):
+        *params, grad_gate, grad_value = map_params(args)
+        g = _row_view(gate, rows, width, stride).astype(np.float64)
+        v = _row_view(value, rows, width, stride).astype(np.float64)
+        gr = grad.reshape(rows, width).astype(np.float64)
+        with _quiet():
+            a = value_fn(g, *params)
+            d = derivative_fn(g, *params)
+            _row_view(grad_gate, rows, width, stride)[...] = gr * v * d
+            _row_view(grad_value, rows, width, stride)[...] = gr * a
+
+    kernels = {f"{name}_forward": forward, f"{name}_backward": backward}
+    for kname, fn in kernels.items():
+        fn.__name__ = fn.__qualname__ = kname
+    return kernels
+
+
+for _spec in _registry.gated_ops():
+    KERNELS.update(_define_gated(_spec.name, _spec.extra["gate"]))
 
 
 # --- softmax family: x is (rows, C), mask None or uint8 (rows, C) -------------------------------------

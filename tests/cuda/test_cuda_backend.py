@@ -746,11 +746,11 @@ def test_row_kernel_softmin_and_logsumexp_modes():
 
 
 def test_cuda_module_kernels():
-    """Every kernel of the elementwise, channel and softmax/log_softmax ops exists (generated
+    """Every kernel of the elementwise, channel, gated and softmax-family ops exists (generated
     or written); a registry kernel without a CUDA version raises a clear NotImplementedError
     (never an AttributeError) when the API asks for it."""
     covered = [k for op in _registry.OPS for k in op.kernel_names()
-               if op.kind in ("elementwise", "channel") or op.name in nc.ROW_OPS]
+               if op.kind in ("elementwise", "channel", "gated") or op.name in nc.ROW_OPS]
     missing = [k for k in covered if not callable(getattr(nc, k, None))]
     assert not missing, f"numba_cuda lacks {missing}"
     for k in _registry.kernel_names():
@@ -787,3 +787,98 @@ def test_polynomial_helpers_bound_to_libdevice():
     np.testing.assert_allclose(got[0], np.exp(x), rtol=5e-16)  # libm vs libm: ~1 ULP
     np.testing.assert_allclose(got[1], np.log1p(x), rtol=5e-16)
     assert (got[2] == 8.0).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# gated units: glu (any axis), swiglu, geglu on device arrays and with backend='cuda' on host
+# ------------------------------------------------------------------------------------------------
+
+GATED = _registry.gated_ops()
+
+
+def _gated_reference(spec, dtype, gate, value, grad, params):
+    act = _registry.get(spec.extra["gate"])
+    f = oracle.elementwise(act, "forward", dtype, x=gate, params=params)
+    d = oracle.elementwise(act, "derivative", dtype, x=gate, params=params).astype(f.dtype)
+    v, g = oracle.upcast(value, f.dtype), oracle.upcast(grad, f.dtype)
+    return f * v, g * v * d, g * f
+
+
+def _gated_check(spec, what, got, ref, dtype, forward):
+    ulps = (spec.bound if forward else spec.derivative_bound).ulps(np.dtype(dtype).name)
+    floor = oracle.tiny(dtype) if forward else oracle.derivative_floor(ref, dtype)
+    oracle.assert_close(what, got, ref, dtype, ulps=ulps + LIBDEVICE_ULPS, floor=floor)
+
+
+@pytest.mark.parametrize("spec", GATED, ids=lambda s: s.name)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape,axis", [((5, 6), -1), ((4, 6, 5), 1), ((8, 2), 0),
+                                        ((300,), 0)], ids=str)
+def test_gated_on_device(spec, dtype, shape, axis):
+    rng = rng_for("gated", spec.name, dtype, shape)
+    params = {"approximate": "tanh"} if spec.params else {}
+    x = rng.uniform(*spec.domain, shape).astype(dtype)
+    if spec.extra["split"]:
+        value, gate = np.split(x, 2, axis=axis)
+        grad = rng.uniform(-2, 2, value.shape).astype(dtype)
+        y = fa.glu(dev(x), axis=axis)
+        gx = fa.glu_backward(dev(grad), x=dev(x), axis=axis)
+        assert_device_result(y, value.shape, dtype, "glu")
+        assert_device_result(gx, shape, dtype, "glu_backward")
+        got_gv, got_gg = np.split(host(gx), 2, axis=axis)
+        got = host(y)
+    else:
+        gate, value = x, rng.uniform(-3, 3, shape).astype(dtype)
+        grad = rng.uniform(-2, 2, shape).astype(dtype)
+        y = getattr(fa, spec.name)(dev(gate), dev(value), **params)
+        got_gg, got_gv = getattr(fa, f"{spec.name}_backward")(dev(grad), a=dev(gate),
+                                                              b=dev(value), **params)
+        assert_device_result(y, shape, dtype, spec.name)
+        assert_device_result(got_gg, shape, dtype, "grad_a")
+        got, got_gg, got_gv = host(y), host(got_gg), host(got_gv)
+    ref, ref_gg, ref_gv = _gated_reference(spec, dtype, gate, value, grad, params)
+    _gated_check(spec, spec.name, got, ref, dtype, True)
+    _gated_check(spec, "grad_gate", got_gg, ref_gg, dtype, False)
+    _gated_check(spec, "grad_value", got_gv, ref_gv, dtype, False)
+
+
+def test_gated_host_arrays_on_cuda_backend():
+    """backend='cuda' with host arrays: whole buffers in and out (glu's halves are views of one
+    buffer), the host inputs untouched, the same result as the host backends' oracle."""
+    rng = rng_for("gated-host")
+    x = rng.uniform(-4, 4, (6, 10))
+    x0 = x.copy()
+    grad = rng.uniform(-1, 1, (6, 5))
+    spec = _registry.get("glu")
+    value, gate = np.split(x, 2, axis=-1)
+    ref, ref_gg, ref_gv = _gated_reference(spec, np.float64, gate, value, grad, {})
+    y = fa.glu(x, backend="cuda")
+    gx = fa.glu_backward(grad, x=x, backend="cuda")
+    assert isinstance(y, np.ndarray) and isinstance(gx, np.ndarray)
+    _gated_check(spec, "glu", y, ref, np.float64, True)
+    _gated_check(spec, "glu grad_value", gx[:, :5], ref_gv, np.float64, False)
+    _gated_check(spec, "glu grad_gate", gx[:, 5:], ref_gg, np.float64, False)
+    np.testing.assert_array_equal(x, x0)
+    ga, gb = fa.swiglu_backward(grad, a=gate, b=value, backend="cuda")
+    want = fa.swiglu_backward(grad, a=gate, b=value, backend="numpy")
+    np.testing.assert_allclose(ga, want[0], rtol=1e-14)
+    np.testing.assert_allclose(gb, want[1], rtol=1e-14)
+
+
+def test_gated_device_out_and_errors():
+    a = dev(np.linspace(-3, 3, 12))
+    b = dev(np.linspace(1, 2, 12))
+    out = cuda.device_array(12)
+    assert fa.swiglu(a, b, out=out) is out
+    np.testing.assert_allclose(host(out), fa.swiglu(host(a), host(b)), rtol=1e-15)
+    ga, gb = cuda.device_array(12), cuda.device_array(12)
+    r = fa.geglu_backward(dev(np.ones(12)), a=a, b=b, out=(ga, gb))
+    assert r[0] is ga and r[1] is gb
+    with pytest.raises(ValueError, match="fastact.glu: x has odd size 3"):
+        fa.glu(dev(np.ones((2, 3))))
+    with pytest.raises(ValueError, match="fastact.swiglu: b has shape"):
+        fa.swiglu(a, dev(np.ones(5)))
+    with pytest.raises(TypeError, match="host"):
+        fa.swiglu(a, np.ones(12))
+    with pytest.raises(ValueError, match="approximate"):
+        fa.geglu(a, b, approximate="x")

@@ -256,4 +256,35 @@ PEERS.setdefault(("softmax", "backward"), []).append(
     Peer("torch", "aten._softmax_backward_data(g, y, -1)", _torch_row_backward(False)))
 PEERS.setdefault(("log_softmax", "backward"), []).append(
     Peer("torch", "aten._log_softmax_backward_data(g, y, -1)", _torch_row_backward(True)))
+
+
+# gated units: torch's glu kernels; SwiGLU/GEGLU are two torch ops (what a torch model runs)
+def _torch_gated(form: str, fn):
+    def prepare(args, kwargs):
+        import torch
+        import torch.nn.functional as F
+
+        tensors = {k: _tensor(v) for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+        tensors["g" if form == "backward" else "x" if len(args) == 1 else "a"] = _tensor(args[0])
+        if form == "forward" and len(args) == 2:
+            tensors["b"] = _tensor(args[1])
+        return lambda: fn(torch, F, **tensors)
+    return prepare
+
+
+_TORCH_GATED = {
+    ("glu", "forward"): ("F.glu(t, -1)", lambda torch, F, x: F.glu(x, -1)),
+    ("glu", "backward"): ("aten.glu_backward(g, x, -1)",
+                          lambda torch, F, g, x: torch.ops.aten.glu_backward(g, x, -1)),
+    ("swiglu", "forward"): ("F.silu(a) * b", lambda torch, F, a, b: F.silu(a) * b),
+    ("swiglu", "backward"): ("(aten.silu_backward(g * b, a), g * F.silu(a))",
+                             lambda torch, F, g, a, b: (torch.ops.aten.silu_backward(g * b, a),
+                                                        g * F.silu(a))),
+    ("geglu", "forward"): ("F.gelu(a) * b", lambda torch, F, a, b: F.gelu(a) * b),
+    ("geglu", "backward"): ("(aten.gelu_backward(g * b, a), g * F.gelu(a))",
+                            lambda torch, F, g, a, b: (torch.ops.aten.gelu_backward(g * b, a),
+                                                       g * F.gelu(a))),
+}
+for (_op, _form), (_expr, _fn) in _TORCH_GATED.items():
+    PEERS.setdefault((_op, _form), []).append(Peer("torch", _expr, _torch_gated(_form, _fn)))
 del _op, _form, _expr, _fn, _saved

@@ -522,3 +522,26 @@ def test_fast_path_respects_context_and_arguments(monkeypatch):
     # float16, non-contiguous and big-endian inputs take the normal path and stay correct
     for a in (x.astype(np.float16), x[::2], x.astype(">f4")):
         np.testing.assert_array_equal(fa.relu(a), np.maximum(a, 0).astype(a.dtype.newbyteorder("=")))
+
+
+def test_read_only_inputs_compile_no_extra_numba_specialisation():
+    """A read-only input (a broadcast mask, a read-only memmap) runs the kernel compiled for
+    writeable arrays: Numba would otherwise compile a copy per read-only combination."""
+    if "numba" not in fa.backends():
+        pytest.skip("numba unavailable")
+    from fastact.kernels import numba_cpu
+
+    x = np.linspace(-2, 2, 24).reshape(4, 6)
+    grad = np.ones((4, 6))
+    y = fa.softmax(x, backend="numba")
+    fa.softmax_backward(grad, y=y, where=x > 0, backend="numba")
+    kernel = numba_cpu.KERNELS["softmax_backward"].serial
+    before = len(kernel.signatures)
+    for a in (x, grad, y):
+        a.setflags(write=False)
+    mask = np.broadcast_to(np.array([True, False, True, True, False, True]), (4, 6))
+    got = fa.softmax_backward(grad, y=y, where=mask, backend="numba")
+    assert len(kernel.signatures) == before, kernel.signatures
+    want = fa.softmax_backward(grad.copy(), y=y.copy(), where=mask.copy(), backend="numpy")
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
+    assert not y.flags.writeable and not x.flags.writeable  # the caller's arrays as they were

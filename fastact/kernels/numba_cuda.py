@@ -176,23 +176,13 @@ _PRELU_BODIES = {
 # its operands sit at r * stride + column (glu: both halves of one buffer)
 _GATED_TEMPLATE = """
 def {name}_forward__kernel(gate, value, rows, width, stride, {p}out):
-    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-    n = np.int64(rows) * width
-    while i < n:
-        r = i // width
-        k = r * stride + (i - r * width)
+{head}
         out[i] = F_{gate}(np.float64(gate[k]){pa}) * np.float64(value[k])
         i += step
 
 
 def {name}_backward__kernel(grad, gate, value, rows, width, stride, {p}grad_gate, grad_value):
-    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
-    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
-    n = np.int64(rows) * width
-    while i < n:
-        r = i // width
-        k = r * stride + (i - r * width)
+{head}
         g = np.float64(grad[i])
         v = np.float64(value[k])
         xg = np.float64(gate[k])
@@ -201,6 +191,12 @@ def {name}_backward__kernel(grad, gate, value, rows, width, stride, {p}grad_gate
         grad_value[k] = g * a
         i += step
 """
+_GATED_LOOP = """    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    n = np.int64(rows) * width
+    while i < n:
+        r = i // width
+        k = r * stride + (i - r * width)"""
 
 
 def _gated_source(op: _registry.OpSpec) -> str:
@@ -211,7 +207,7 @@ def _gated_source(op: _registry.OpSpec) -> str:
     else:
         fused = f"F_{gate}(xg{pa}), F_{gate}_derivative(xg{pa})"
     return _GATED_TEMPLATE.format(name=op.name, gate=gate, pa=pa, fused=fused,
-                                  p="".join(f"{n}, " for n in op.param_names))
+                                  head=_GATED_LOOP, p="".join(f"{n}, " for n in op.param_names))
 
 
 def _kernel_source() -> tuple[str, list[tuple[str, int]]]:

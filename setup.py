@@ -5,7 +5,8 @@ Metadata lives in ``pyproject.toml``; this file only adds the extension.
 1. ``fastact/kernels/_cython_codegen.py`` (loaded by path: the build environment may lack NumPy
    or Numba) renders ``_cython_kernels.pyx`` from ``_cython_kernels.pyx.in``, the registry and
    the scalar formulas of ``fastact/_math.py``, recording the build flags chosen here.
-2. Flags: ``-O3 -fno-trapping-math`` (never ``-ffast-math``/``-Ofast``: DESIGN.md section 4),
+2. Flags: ``-O3 -fno-trapping-math -g0`` (never ``-ffast-math``/``-Ofast``: DESIGN.md section 4;
+   no debug information unless ``FASTACT_DEBUG_SYMBOLS=1``: it made the build 4x slower),
    an instruction-set flag (``-march=native``; ``FASTACT_MARCH=<value>`` picks another,
    ``FASTACT_PORTABLE=1`` none), and ``-fopenmp`` when a probe compile with it succeeds
    (otherwise the kernels build serial).  Link ``-fopenmp -lm``.
@@ -119,7 +120,12 @@ def build_flags() -> dict:
         base, omp, link_omp, march = ["/O2", "/fp:precise"], ["/openmp"], [], "portable"
         march_flags: list[str] = []
     else:
-        base, omp, link_omp = ["-O3", "-fno-trapping-math"], ["-fopenmp"], ["-fopenmp"]
+        # -g0: Python's own CFLAGS carry -g; debug information for the ~120k lines of
+        # generated C quadrupled the compile (gcc 12, 2 cores: 304 s with -g, 75 s with -g0).
+        # FASTACT_DEBUG_SYMBOLS=1 keeps it.
+        debug = os.environ.get("FASTACT_DEBUG_SYMBOLS", "").strip() not in ("", "0")
+        base = ["-O3", "-fno-trapping-math"] + ([] if debug else ["-g0"])
+        omp, link_omp = ["-fopenmp"], ["-fopenmp"]
         if os.environ.get("FASTACT_PORTABLE", "").strip() not in ("", "0"):
             march, march_flags = "portable", []
         else:

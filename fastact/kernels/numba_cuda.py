@@ -52,8 +52,10 @@ SIMULATED = bool(getattr(cuda.config, "ENABLE_CUDASIM", False)) or \
 ELEMENTWISE_THREADS = 32 if SIMULATED else 256
 #: Upper bound on blocks of an elementwise launch (grid-stride loops cover the rest).
 ELEMENTWISE_MAX_BLOCKS = 4 if SIMULATED else 0  # 0: 32 blocks per multiprocessor
-#: Threads per row block (a power of two, at most ROW_SHARED).
-ROW_THREADS = 16 if SIMULATED else 256
+#: Threads per row block (a power of two, at most ROW_SHARED).  Under the simulator each is a
+#: Python thread: 8 keep rows longer than a block and a three-level tree reduction, and halve
+#: the simulated row tests (test_rowwise_device: 152 s with 16).
+ROW_THREADS = 8 if SIMULATED else 256
 ROW_SHARED = 1024  # shared-memory slots per block (compile-time constant)
 #: Upper bound on row blocks per launch (grid-stride over rows beyond it).
 ROW_MAX_BLOCKS = 8 if SIMULATED else 65535

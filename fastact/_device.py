@@ -520,3 +520,209 @@ def gated(spec: _registry.OpSpec, form: str, fname: str, arrays: dict, param_val
                                                    *params, *kouts)
         done = tuple(finish() for _, finish in results)
     return done if len(done) == 2 else done[0]
+
+
+# --- losses --------------------------------------------------------------------------------------
+#
+# Validated as on the host (the same checks in the same order, from shapes and dtypes; the
+# shared checks live in ``fastact.api``), then computed on the device without a host copy.  The
+# row kernels read the input in its own layout, an (outer, C, inner) view, so any class axis
+# works without a transposed copy, and the gradient is written straight into an array of the
+# input's shape (``out=input`` included).  Pre-passes: class targets are range-checked and BCE
+# inputs checked against [0, 1] by a kernel whose one-integer answer is read back (a
+# synchronisation -- needed to raise before anything is written); nothing else synchronises:
+# a reduced loss is a 0-d device array of the input's kind, summed and divided on the device
+# (the 'mean' denominator of weighted class targets too).  Weights, pos_weight and grad_loss
+# may be numbers, host arrays (broadcast on the host, then copied) or device arrays (one
+# element or exactly the shape they apply to).
+
+def _loss_vector(module, fname: str, argname: str, value, shape: tuple, host_convert):
+    """A float64 flat device vector from a device array (one element or exactly ``shape``) or
+    from ``host_convert(value)`` (a host float64 array) copied to the device."""
+    if not is_device_array(value):
+        return module.to_device(host_convert(value))
+    d = as_device(fname, argname, value)
+    if math.prod(d.shape) == 1 and len(d.shape) <= len(shape):
+        return _contiguous(module, _flat(d.arr), np.dtype(np.float64)).reshape(1)
+    if d.shape != tuple(shape):
+        raise ValueError(f"{fname}: {argname} has shape {d.shape}; a device {argname} must "
+                         f"have one element or the shape {tuple(shape)} (pass a NumPy array "
+                         "to broadcast)")
+    return _flat(_contiguous(module, d.arr, np.dtype(np.float64)))
+
+
+def _loss_result(module, ref: _Dev, values, shape: tuple, rdtype, out, reduction: str, *,
+                 count=None, divisor: float = 0.0):
+    """The loss as an array of ref's kind: the per-item float64 ``values`` rounded into a
+    ``shape`` array (reduction 'none', into ``out`` when given), else a 0-d array holding
+    their sum (divided by count[0] / ``divisor`` for 'mean' and 'batchmean')."""
+    if reduction == "none":
+        if out is not None:
+            target, view = out
+        else:
+            target, view = _alloc(ref, shape, rdtype)
+        if math.prod(shape):
+            module.copy(values.reshape(shape) if shape else values, view)
+        return target
+    res, view = _alloc(ref, (), rdtype)
+    module.reduce_sum(values, _flat(view), count=count, divisor=divisor,
+                      mean=reduction != "sum")
+    return res
+
+
+def row_loss(name: str, form: str, fname: str, spec, grad_loss, input, target, weight,
+             ignore_index, reduction, label_smoothing, axis, out, backend):
+    """cross_entropy / nll_loss on device arrays (see the section comment)."""
+    from . import api
+
+    arrays = {k: v for k, v in (("input", input), ("target", target)) if v is not None}
+    _mixed(fname, arrays)
+    x = as_device(fname, "input", input)
+    rdtype = _validate.result_dtype(x)
+    cdtype = _validate.compute_dtype(rdtype)
+    try:
+        tarr = _as_numba(target)
+    except Exception as exc:
+        raise TypeError(f"{fname}: target is not a usable CUDA array ({exc})") from None
+    tdtype = np.dtype(tarr.dtype)
+    tshape = tuple(int(s) for s in tarr.shape)
+    reduction, ignore_index, smoothing, ax, C, loss_shape, prob = api._row_loss_checks(
+        name, fname, spec, x.shape, tdtype, tshape, reduction, ignore_index, label_smoothing,
+        axis)
+    module = _resolve(fname, "input", backend)
+    with _Stream(module, x):
+        if is_device_array(weight):
+            w = _loss_vector(module, fname, "weight", weight, (C,), None)
+            if w.size != C:
+                raise ValueError(f"{fname}: weight has shape {as_device(fname, 'weight', weight).shape}, "
+                                 f"expected ({C},) (one weight per class)")
+        else:
+            w = module.to_device(api._loss_class_weight(fname, weight, C))
+        if form != "forward":
+            outv = check_out(fname, "out", out, x.shape, rdtype)
+        else:
+            if out is not None and reduction != "none":
+                raise api._loss_out_reduced(fname)
+            outv = check_out(fname, "out", out, loss_shape, rdtype)
+        if form == "backward":
+            g = _loss_vector(module, fname, "grad_loss", grad_loss, loss_shape,
+                             lambda v: api._loss_grad_loss(fname, v, loss_shape))
+        outer = math.prod(x.shape[:ax])
+        inner = math.prod(x.shape[ax + 1:])
+        rows = outer * inner
+        s3 = (outer, C, inner)
+        xs = _contiguous(module, x.arr, cdtype)
+        x3 = xs.reshape(s3)
+        q3 = t64 = None
+        count = module.empty(1, np.float64)
+        # pre-pass: nothing is written before it
+        if prob:
+            qs = _contiguous(module, tarr, cdtype)
+            q3 = qs.reshape(s3)
+            module.fill(count, float(rows))
+            ins = [xs, qs]
+        else:
+            t64 = _flat(_contiguous(module, tarr, np.dtype(np.int64))) if rows else None
+            if rows:
+                k = module.first_bad_position("target", t64, C, ignore_index)
+                if k >= 0:
+                    value = int(t64[k:k + 1].copy_to_host()[0])
+                    raise api._range_error(fname, value, k, C, ignore_index, loss_shape)
+                wrow = module.empty(rows, np.float64)
+                module.target_weights(t64, w, ignore_index, wrow)
+                module.reduce_sum(wrow, count)
+            else:
+                module.fill(count, 0.0)
+            ins = [xs, t64] if rows else [xs]
+        work = rows * C > 0
+        losses = module.empty(max(rows, 1), np.float64)
+        if not work or not rows:
+            module.fill(losses, 0.0)
+        mean = reduction == "mean"
+        if form == "forward":
+            if work:
+                module.row_loss(name, x3, t64, q3, w, ignore_index, smoothing,
+                                module.constant(1.0), None, False, 1, losses, None)
+            return _loss_result(module, x, losses, loss_shape, rdtype, outv, reduction, count=count)
+        buffer, finish = _result(module, x, outv, x.shape, rdtype, cdtype, ins)
+        if form == "and_grad":
+            if work:
+                module.row_loss(name, x3, t64, q3, w, ignore_index, smoothing,
+                                module.constant(1.0), count, mean, 3, losses, buffer.reshape(s3))
+            grad = finish()
+            return _loss_result(module, x, losses, loss_shape, rdtype, None, reduction,
+                                count=count), grad
+        if work:
+            module.row_loss(name, x3, t64, q3, w, ignore_index, smoothing, g, count,
+                            mean, 2, None, buffer.reshape(s3))
+        return finish()
+
+
+def elementwise_loss(name: str, form: str, fname: str, spec, grad_loss, input, target,
+                     weight, pos_weight, param, reduction, out, backend):
+    """The elementwise losses on device arrays (see the section comment)."""
+    from . import api
+
+    _mixed(fname, {"input": input, "target": target})
+    x = as_device(fname, "input", input)
+    if not is_device_array(target) or np.dtype(_as_numba(target).dtype) != np.bool_:
+        y = as_device(fname, "target", target)
+    else:
+        raise TypeError(f"{fname}: target must be a float array, got dtype bool; convert it "
+                        "first, e.g. target.astype(np.float32)")
+    shape = _validate.same_shape(fname, {"input": x, "target": y})
+    rdtype = _validate.result_dtype(x)
+    cdtype = _validate.compute_dtype(rdtype)
+    reduction, p = api._elementwise_loss_checks(fname, spec, reduction, param)
+    n = math.prod(shape)
+    module = _resolve(fname, "input", backend)
+    with _Stream(module, x):
+        w, pw = (_loss_vector(module, fname, argname, value, shape,
+                              lambda v, a=argname: api._elementwise_weight(fname, a, v, shape, n))
+                 for argname, value in (("weight", weight), ("pos_weight", pos_weight)))
+        if form != "forward":
+            outv = check_out(fname, "out", out, shape, rdtype)
+        else:
+            if out is not None and reduction != "none":
+                raise api._loss_out_reduced(fname)
+            outv = check_out(fname, "out", out, shape, rdtype)
+        if form == "backward":
+            g = _loss_vector(module, fname, "grad_loss", grad_loss, shape,
+                             lambda v: api._loss_grad_loss(fname, v, shape))
+        xf = _flat(_contiguous(module, x.arr, cdtype))
+        yf = _flat(_contiguous(module, y.arr, cdtype))
+        if "input_range" in spec.extra and n:  # the documented pre-pass
+            lo, hi = spec.extra["input_range"]
+            k = module.first_bad_position("range", xf, lo, hi)
+            if k >= 0:
+                value = float(xf[k:k + 1].copy_to_host()[0])
+                raise api._input_range_error(fname, spec, value, k, shape)
+        count = float(n) if reduction != "batchmean" else float(shape[0] if shape else 1)
+        scale = (1.0 / count if count else math.nan) if reduction in ("mean", "batchmean") \
+            else 1.0
+        nb = (n + api._LOSS_BLOCK - 1) // api._LOSS_BLOCK
+        partial = module.empty(max(nb, 1), np.float64)
+        if not n:
+            module.fill(partial, 0.0)
+        none = reduction == "none"
+        per = module.empty(n, np.float64) if none and n else None
+        if form == "forward":
+            if n:
+                module.elementwise_loss(name, xf, yf, w, pw, p, module.constant(1.0), 1.0,
+                                        1 | (4 if none else 0), per, None, partial,
+                                        api._LOSS_BLOCK)
+            return _loss_result(module, x, per if none else partial, shape, rdtype, outv,
+                                reduction, divisor=count)
+        buffer, finish = _result(module, x, outv, shape, rdtype, cdtype, [xf, yf])
+        if form == "and_grad":
+            if n:
+                module.elementwise_loss(name, xf, yf, w, pw, p, module.constant(1.0), scale,
+                                        3 | (4 if none else 0), per, _flat(buffer), partial,
+                                        api._LOSS_BLOCK)
+            grad = finish()
+            return _loss_result(module, x, per if none else partial, shape, rdtype, None,
+                                reduction, divisor=count), grad
+        if n:
+            module.elementwise_loss(name, xf, yf, w, pw, p, g, 1.0 if none else scale, 2,
+                                    None, _flat(buffer), None)
+        return finish()

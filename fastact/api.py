@@ -641,9 +641,13 @@ def _loss_forward_out(fname: str, out, reduction: str, shape: tuple, rdtype):
     if out is None:
         return None
     if reduction != "none":
-        raise ValueError(f"{fname}: out is only accepted with reduction='none' (a reduced loss "
-                         "is a NumPy scalar)")
+        raise _loss_out_reduced(fname)
     return _validate.check_out(fname, "out", out, shape, rdtype)
+
+
+def _loss_out_reduced(fname: str) -> ValueError:
+    return ValueError(f"{fname}: out is only accepted with reduction='none' (a reduced loss is "
+                      "returned as a single value: a NumPy scalar, or a 0-d device array)")
 
 
 def _loss_value(partial_sum_parts: np.ndarray, reduction: str, count: float, rdtype,
@@ -676,10 +680,14 @@ def _range_check(fname: str, t: np.ndarray, C: int, ignore_index: int, shape: tu
     bad = ((t < 0) | (t >= C)) & (t != ignore_index)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        pos = np.unravel_index(k, shape) if shape else ()
-        raise IndexError(f"{fname}: target value {int(t[k])} at position {tuple(int(i) for i in pos)} "
-                         f"is out of range for {C} classes (valid: 0..{C - 1}, or "
-                         f"ignore_index={ignore_index})")
+        raise _range_error(fname, int(t[k]), k, C, ignore_index, shape)
+
+
+def _range_error(fname: str, value: int, k: int, C: int, ignore_index: int,
+                 shape: tuple) -> IndexError:
+    pos = tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
+    return IndexError(f"{fname}: target value {value} at position {pos} is out of range for "
+                      f"{C} classes (valid: 0..{C - 1}, or ignore_index={ignore_index})")
 
 
 def _loss_target_raw(fname: str, target) -> np.ndarray:
@@ -698,13 +706,10 @@ def _loss_target_raw(fname: str, target) -> np.ndarray:
     return _validate.as_array(fname, "target", target)  # the shared error for anything else
 
 
-def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_index,
-              reduction, label_smoothing, axis, out, backend):
-    spec = OPS_BY_NAME[name]
-    fname = _LOSS_FNAMES[name, form]
-    x = _validate.as_array(fname, "input", input)
-    rdtype = _validate.result_dtype(x)
-    cdtype = _validate.compute_dtype(rdtype)
+def _row_loss_checks(name: str, fname: str, spec, xshape: tuple, tdtype: np.dtype,
+                     tshape: tuple, reduction, ignore_index, label_smoothing, axis):
+    """The checks of a row loss from shapes and dtypes only (host and device inputs): returns
+    (reduction, ignore_index, smoothing, class axis, C, loss shape, probability targets?)."""
     reduction = _loss_reduction(fname, reduction, spec)
     if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, _Integral):
         raise TypeError(f"{fname}: ignore_index must be an integer, got "
@@ -715,36 +720,55 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
         smoothing = _validate.real_param(fname, "label_smoothing", label_smoothing)
         if not 0.0 <= smoothing <= 1.0:
             raise ValueError(f"{fname}: label_smoothing must be in [0, 1], got {smoothing}")
-    if x.ndim == 0:
+    ndim = len(xshape)
+    if ndim == 0:
         raise ValueError(f"{fname}: input must have a class axis (1-D (C,) or (N, C, ...)), "
                          "got a 0-d array")
     if axis is None:
-        ax = 1 if x.ndim >= 2 else 0
+        ax = 1 if ndim >= 2 else 0
     else:
-        ax = _validate.normalize_axis(fname, axis, x.ndim)
-    C = x.shape[ax]
-    loss_shape = x.shape[:ax] + x.shape[ax + 1:]
-    rows = math.prod(loss_shape)
+        ax = _validate.normalize_axis(fname, axis, ndim)
+    C = xshape[ax]
+    loss_shape = xshape[:ax] + xshape[ax + 1:]
     # target: class indices (any integer dtype) or, for cross_entropy, probabilities
-    t_raw = _loss_target_raw(fname, target)
-    if t_raw.dtype == np.bool_:
-        raise TypeError(f"{fname}: target must be integer class indices"
-                        f"{' or float probabilities' if name == 'cross_entropy' else ''}, got "
+    kinds = " or float probabilities" if name == "cross_entropy" else ""
+    if tdtype == np.bool_:
+        raise TypeError(f"{fname}: target must be integer class indices{kinds}, got "
                         "dtype bool; convert it first, e.g. target.astype(np.int64)")
-    prob = t_raw.dtype.kind == "f" and name == "cross_entropy"
+    prob = tdtype.kind == "f" and name == "cross_entropy"
     if prob:
-        q = _validate.as_array(fname, "target", t_raw)
-        if q.shape != x.shape:
-            raise ValueError(f"{fname}: probability target has shape {q.shape}, expected "
-                             f"{x.shape} (the input's shape; fastact does not broadcast)")
-    elif t_raw.dtype.kind in "iu":
-        if t_raw.shape != loss_shape:
-            raise ValueError(f"{fname}: target has shape {t_raw.shape}, expected {loss_shape} "
+        if tdtype not in _validate._NATIVE:
+            raise _validate._hint(fname, "target", f"dtype {tdtype}")
+        if tshape != xshape:
+            raise ValueError(f"{fname}: probability target has shape {tshape}, expected "
+                             f"{xshape} (the input's shape; fastact does not broadcast)")
+    elif tdtype.kind in "iu":
+        if tshape != loss_shape:
+            raise ValueError(f"{fname}: target has shape {tshape}, expected {loss_shape} "
                              f"(the input's shape without the class axis {ax})")
     else:
-        raise TypeError(f"{fname}: target must be integer class indices"
-                        f"{' or float probabilities' if name == 'cross_entropy' else ''}, got "
-                        f"dtype {t_raw.dtype}")
+        raise TypeError(f"{fname}: target must be integer class indices{kinds}, got "
+                        f"dtype {tdtype}")
+    return reduction, ignore_index, smoothing, ax, C, loss_shape, prob
+
+
+def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_index,
+              reduction, label_smoothing, axis, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _LOSS_FNAMES[name, form]
+    if _device.any_device((input, target, weight, out, grad_loss)):
+        return _device.row_loss(name, form, fname, spec, grad_loss, input, target, weight,
+                                ignore_index, reduction, label_smoothing, axis, out, backend)
+    x = _validate.as_array(fname, "input", input)
+    rdtype = _validate.result_dtype(x)
+    cdtype = _validate.compute_dtype(rdtype)
+    t_raw = _loss_target_raw(fname, target)
+    reduction, ignore_index, smoothing, ax, C, loss_shape, prob = _row_loss_checks(
+        name, fname, spec, x.shape, t_raw.dtype, t_raw.shape, reduction, ignore_index,
+        label_smoothing, axis)
+    rows = math.prod(loss_shape)
+    if prob:
+        q = _validate.as_array(fname, "target", t_raw)
     w = _loss_class_weight(fname, weight, C)
     if form != "forward":
         out = _validate.check_out(fname, "out", out, x.shape, rdtype)
@@ -830,15 +854,8 @@ def _elementwise_weight(fname: str, argname: str, weight, shape: tuple, n: int) 
 _LOSS_BLOCK = 4096  # elements per partial sum of the elementwise loss kernels (all backends)
 
 
-def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, pos_weight,
-                      param, reduction, out, backend):
-    spec = OPS_BY_NAME[name]
-    fname = _LOSS_FNAMES[name, form]
-    x = _validate.as_array(fname, "input", input)
-    y = _loss_target_float(fname, target)
-    shape = _validate.same_shape(fname, {"input": x, "target": y})
-    rdtype = _validate.result_dtype(x)
-    cdtype = _validate.compute_dtype(rdtype)
+def _elementwise_loss_checks(fname: str, spec, reduction, param):
+    """(reduction, the formula's scalar parameter) of an elementwise loss, checked."""
     reduction = _loss_reduction(fname, reduction, spec)
     p = 0.0
     scalar = [pp for pp in spec.params if pp.name != "reduction"]
@@ -851,6 +868,29 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
             p = 1.0 if param else 0.0
         else:
             p = _validate.real_param(fname, pname, param, scalar[0].check)
+    return reduction, p
+
+
+def _input_range_error(fname: str, spec, value: float, k: int, shape: tuple) -> ValueError:
+    lo, hi = spec.extra["input_range"]
+    pos = tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
+    return ValueError(f"{fname}: input must hold probabilities in [{lo:g}, {hi:g}]; "
+                      f"found {value!r} at position {pos}")
+
+
+def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, pos_weight,
+                      param, reduction, out, backend):
+    spec = OPS_BY_NAME[name]
+    fname = _LOSS_FNAMES[name, form]
+    if _device.any_device((input, target, weight, pos_weight, out, grad_loss)):
+        return _device.elementwise_loss(name, form, fname, spec, grad_loss, input, target,
+                                        weight, pos_weight, param, reduction, out, backend)
+    x = _validate.as_array(fname, "input", input)
+    y = _loss_target_float(fname, target)
+    shape = _validate.same_shape(fname, {"input": x, "target": y})
+    rdtype = _validate.result_dtype(x)
+    cdtype = _validate.compute_dtype(rdtype)
+    reduction, p = _elementwise_loss_checks(fname, spec, reduction, param)
     n = x.size
     w = _elementwise_weight(fname, "weight", weight, shape, n)
     pw = _elementwise_weight(fname, "pos_weight", pos_weight, shape, n)
@@ -867,9 +907,7 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
         bad = ~((xf >= lo) & (xf <= hi))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            pos = tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
-            raise ValueError(f"{fname}: input must hold probabilities in [{lo:g}, {hi:g}]; "
-                             f"found {float(xf[k])!r} at position {pos}")
+            raise _input_range_error(fname, spec, float(xf[k]), k, shape)
     count = float(n) if reduction != "batchmean" else float(shape[0] if shape else 1)
     scale = (1.0 / count if count else math.nan) if reduction in ("mean", "batchmean") else 1.0
     _, module = _dispatch.resolve(backend)

@@ -674,12 +674,610 @@ def copy(src, dst) -> None:
             src, dst)
 
 
+# --------------------------------------------------------------------------------------------
+# losses: fused value-and-gradient kernels (issue 4 on the device)
+# --------------------------------------------------------------------------------------------
+# Same public names and arguments as the CPU backends (``<loss>_forward / _and_grad /
+# _backward``, plain arrays and scalars, host or device), on top of a few device kernels that
+# ``fastact._device`` also launches directly for device arrays:
+#
+# * elementwise losses: one generated kernel per loss, ``mode`` bit 1 = write the loss, bit 2 =
+#   write the gradient.  Block ``b`` (grid-stride over blocks) owns elements
+#   ``[b LOSS_BLOCK, (b + 1) LOSS_BLOCK)`` -- the CPU backends' partial-sum blocks, so
+#   ``partial`` has the same layout -- its threads stride over them (coalesced) and the float64
+#   partial sum is a shared-memory tree.  The gradient multiplier is ``gl`` (size 1 or n) times
+#   the scalar ``scale``.
+# * cross-entropy (class or probability targets) and nll_loss on rows in an
+#   ``(outer, C, inner)`` view, so the class axis can be any axis without a transposed copy;
+#   row ``r = o * inner + k`` indexes the flat target, loss and gradient multiplier.  One block
+#   per row: each thread an online max / sum of exp / weighted shift sum
+#   ``sum w (m - x)`` (each term >= 0, no cancellation) in float64, merged by a shared-memory
+#   tree; the gradient pass re-reads the row (from L2 for rows that fit) and writes each element
+#   right after reading it, so the gradient may overwrite the logits.  A row whose max is +inf
+#   takes a second pass that counts its +inf and NaN entries: one +inf and no NaN gives the
+#   limit (probability 1 at that logit), as on the CPU.  The multiplier of row r is
+#   ``g[r or 0] * (1 / count[0] if mean else 1)`` (``count``: a device array, so a device
+#   'mean' needs no host round trip).
+
+LOSS_BLOCK = 4096  # elements per partial sum (as api._LOSS_BLOCK and the CPU backends)
+
+
+@cuda.jit(device=True, **JIT_OPTIONS)
+def _block_sum(sm, value):
+    """Sum of ``value`` over the block (float64, power-of-two block), returned to every
+    thread; ``sm`` is a shared array of at least blockDim slots."""
+    t = cuda.threadIdx.x
+    sm[t] = value
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if t < half:
+            sm[t] += sm[t + half]
+        cuda.syncthreads()
+        half //= 2
+    total = sm[0]
+    cuda.syncthreads()  # everyone has read slot 0 before the next use overwrites it
+    return total
+
+
+_LOSS_ELEMENTWISE_TEMPLATE = """
+def {name}__loss_kernel(x, y, w, pw, p, gl, scale, mode, block, out, grad, partial):
+    sm = cuda.shared.array(ROW_SHARED, F64)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    n = np.int64(x.size)
+    nb = (n + block - 1) // block
+    wn = w.size > 1
+    pn = pw.size > 1
+    gn = gl.size > 1
+    want_loss = (mode & 1) != 0
+    want_grad = (mode & 2) != 0
+    keep = (mode & 4) != 0  # per-element values (reduction='none')
+    b = np.int64(cuda.blockIdx.x)
+    while b < nb:
+        start = b * block
+        stop = min(start + block, n)
+        acc = 0.0
+        i = start + t
+        while i < stop:
+            wi = w[i] if wn else w[0]
+            xi = np.float64(x[i])
+            yi = np.float64(y[i])
+            pi = {param}
+            if want_loss:
+                v = F_{name}_value(xi, yi, pi)
+                v = 0.0 if wi == 0.0 else wi * v
+                if keep:
+                    out[i] = v
+                acc += v
+            if want_grad:
+                gi = (np.float64(gl[i]) if gn else np.float64(gl[0])) * scale
+                grad[i] = gi * wi * F_{name}_grad(xi, yi, pi)
+            i += nt
+        if want_loss:
+            total = _block_sum(sm, acc)
+            if t == 0:
+                partial[b] = total
+        b += cuda.gridDim.x
+"""
+
+
+@cuda.jit(device=True, **JIT_OPTIONS)
+def _shift_term(w, m, v):
+    """w (m - v) as its limit: 0 for w == 0 or v == m (also +inf == +inf: that row takes the
+    +inf path, which does not use this sum), +inf for v == -inf (also while m is -inf)."""
+    if w == 0.0 or v == m:
+        return 0.0
+    if v == -math.inf:
+        return math.inf
+    return w * (m - v)
+
+
+@cuda.jit(device=True, **JIT_OPTIONS)
+def _class_w(weight, q, o, j, k, prob, keep, es):
+    """The weight of class j in the smoothing / probability sum: weight[j] (class targets),
+    weight[j] (keep q[o, j, k] + es) (probability targets)."""
+    if prob != 0:
+        return weight[j] * (keep * np.float64(q[o, j, k]) + es)
+    return weight[j]
+
+
+@cuda.jit(device=True, **JIT_OPTIONS)
+def _row_multiplier(g, r, count, mean):
+    gs = np.float64(g[r]) if g.size > 1 else np.float64(g[0])
+    if mean != 0:
+        c = count[0]
+        gs = gs / c if c != 0.0 else 0.0  # every target ignored: gradient 0 (loss NaN)
+    return gs
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _cross_entropy_rows_kernel(x, target, q, weight, ignore_index, smoothing, prob, g, count,
+                               mean, mode, loss, grad):
+    """Cross-entropy of the rows ``x[o, :, k]`` (class targets ``target[r]``, or probability
+    targets ``q`` when ``prob``): ``mode`` bit 1 writes ``loss[r]`` (float64), bit 2 writes
+    the gradient times the row's multiplier into ``grad`` (which may be ``x``)."""
+    sm_m = cuda.shared.array(ROW_SHARED, F64)
+    sm_s = cuda.shared.array(ROW_SHARED, F64)
+    sm_h = cuda.shared.array(ROW_SHARED, F64)
+    sm_w = cuda.shared.array(ROW_SHARED, F64)
+    t = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    n = x.shape[1]
+    inner = np.int64(x.shape[2])
+    rows = np.int64(x.shape[0]) * inner
+    want_loss = (mode & 1) != 0
+    want_grad = (mode & 2) != 0
+    es = smoothing / n
+    keep = 1.0 - smoothing
+    # class weights enter the pass only with smoothing (class targets) or probabilities
+    wmode = prob != 0 or smoothing > 0.0
+    r = np.int64(cuda.blockIdx.x)
+    while r < rows:
+        o = r // inner
+        k = r - o * inner
+        tr = np.int64(-1)
+        wt = 0.0
+        xt = 0.0
+        if prob == 0:
+            tr = np.int64(target[r])
+        if prob == 0 and tr == ignore_index:  # uniform over the block
+            if want_loss and t == 0:
+                loss[r] = 0.0
+            if want_grad:
+                j = t
+                while j < n:
+                    grad[o, j, k] = 0.0
+                    j += nt
+            r += cuda.gridDim.x
+            continue
+        if prob == 0:
+            wt = weight[tr]
+            xt = np.float64(x[o, tr, k])  # read before any thread writes the row
+        # pass 1: online max m, s = sum exp(x - m), h = sum w (m - x), wsum = sum w
+        m = -math.inf
+        s = 0.0
+        h = 0.0
+        wsum = 0.0
+        j = t
+        while j < n:
+            v = np.float64(x[o, j, k])
+            if v > m:
+                s = s * math.exp(m - v) + 1.0 if m > -math.inf else s + 1.0
+                if wsum != 0.0:
+                    h += (v - m) * wsum
+                m = v
+            else:
+                s += math.exp(v - m) if m > -math.inf else math.exp(v)
+            if wmode:
+                wj = _class_w(weight, q, o, j, k, prob, keep, es)
+                h += _shift_term(wj, m, v)
+                wsum += wj
+            j += nt
+        sm_m[t] = m
+        sm_s[t] = s
+        sm_h[t] = h
+        sm_w[t] = wsum
+        cuda.syncthreads()
+        half = nt // 2
+        while half > 0:
+            if t < half:
+                m1 = sm_m[t]
+                m2 = sm_m[t + half]
+                w1 = sm_w[t]
+                w2 = sm_w[t + half]
+                mm = m1 if m1 >= m2 else m2
+                hh = sm_h[t] + sm_h[t + half]
+                if m1 < mm and w1 != 0.0:
+                    hh += (mm - m1) * w1
+                if m2 < mm and w2 != 0.0:
+                    hh += (mm - m2) * w2
+                # (factors of 1 where a side holds the max: no inf - inf)
+                f1 = 1.0 if m1 == mm else math.exp(m1 - mm)
+                f2 = 1.0 if m2 == mm else math.exp(m2 - mm)
+                sm_s[t] = sm_s[t] * f1 + sm_s[t + half] * f2
+                sm_m[t] = mm
+                sm_h[t] = hh
+                sm_w[t] = w1 + w2
+            cuda.syncthreads()
+            half //= 2
+        m = sm_m[0]
+        s = sm_s[0]
+        h = sm_h[0]
+        wsum = sm_w[0]
+        cuda.syncthreads()
+        # a +inf max: the limit when the row has exactly one +inf and no NaN
+        pinf = np.int64(-1)
+        nonzero_other = False
+        if m == math.inf:
+            c_inf = 0.0
+            c_nan = 0.0
+            pos = -1.0
+            c_nz = 0.0
+            j = t
+            while j < n:
+                v = np.float64(x[o, j, k])
+                if v == math.inf:
+                    c_inf += 1.0
+                    pos = max(pos, np.float64(j))
+                elif v != v:
+                    c_nan += 1.0
+                if _class_w(weight, q, o, j, k, prob, keep, es) != 0.0:
+                    c_nz += 1.0
+                j += nt
+            c_inf = _block_sum(sm_m, c_inf)
+            c_nan = _block_sum(sm_s, c_nan)
+            c_nz = _block_sum(sm_h, c_nz)
+            sm_w[t] = pos
+            cuda.syncthreads()
+            half = nt // 2
+            while half > 0:
+                if t < half:
+                    sm_w[t] = max(sm_w[t], sm_w[t + half])
+                cuda.syncthreads()
+                half //= 2
+            pos = sm_w[0]
+            cuda.syncthreads()
+            if c_inf == 1.0 and c_nan == 0.0:
+                pinf = np.int64(pos)
+                self_nz = 1.0 if _class_w(weight, q, o, pinf, k, prob, keep, es) != 0.0 else 0.0
+                nonzero_other = c_nz - self_nz > 0.0
+        gs = _row_multiplier(g, r, count, mean) if want_grad else 0.0
+        if prob != 0:
+            a = wsum  # sum of weight * (keep q + es)
+        else:
+            a = keep * wt + es * wsum
+        if pinf >= 0:
+            if want_loss and t == 0:
+                if prob != 0:
+                    lv = math.inf if nonzero_other else 0.0
+                else:
+                    lv = 0.0 if (wt == 0.0 or tr == pinf) else math.inf
+                    lv = 0.0 if keep == 0.0 else keep * lv
+                    if smoothing > 0.0 and nonzero_other:
+                        lv = math.inf
+                loss[r] = lv
+            if want_grad:
+                j = t
+                while j < n:
+                    d = a if j == pinf else 0.0
+                    if wmode:
+                        d -= _class_w(weight, q, o, j, k, prob, keep, es) if prob != 0 \
+                            else es * weight[j]
+                    if prob == 0 and j == tr:
+                        d -= keep * wt
+                    grad[o, j, k] = gs * d
+                    j += nt
+        elif m == math.inf:
+            # +inf with another +inf or a NaN: NaN, as on the CPU (which computes it through
+            # inf - inf); a zero-weight target without smoothing keeps its 0 loss
+            if want_loss and t == 0:
+                if prob != 0:
+                    loss[r] = 0.0 if (wsum == 0.0 and h == 0.0) else math.nan
+                else:
+                    loss[r] = 0.0 if (wt == 0.0 and smoothing == 0.0) else math.nan
+            if want_grad:
+                j = t
+                while j < n:
+                    grad[o, j, k] = math.nan
+                    j += nt
+        else:
+            # s == 0: every logit -inf (log 0 = -inf, the gradient NaN, as on the CPU)
+            ls = math.log(s) if s > 0.0 else (-math.inf if s == 0.0 else s)
+            if want_loss and t == 0:
+                if prob != 0:
+                    lv = h + (0.0 if wsum == 0.0 else wsum * ls)
+                else:
+                    lv = 0.0 if wt == 0.0 else keep * wt * (_shift_term(1.0, m, xt) + ls)
+                    if smoothing > 0.0:
+                        lv += es * (h + wsum * ls)
+                loss[r] = lv
+            if want_grad:
+                shift = m if m > -math.inf else 0.0
+                c = gs * a / s if s != 0.0 else math.nan
+                j = t
+                while j < n:
+                    d = c * math.exp(np.float64(x[o, j, k]) - shift)
+                    if wmode:
+                        d -= gs * (_class_w(weight, q, o, j, k, prob, keep, es) if prob != 0
+                                   else es * weight[j])
+                    if prob == 0 and j == tr:
+                        d -= gs * keep * wt
+                    grad[o, j, k] = d
+                    j += nt
+        r += cuda.gridDim.x
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _nll_loss_rows_kernel(x, target, weight, ignore_index, g, count, mean, mode, loss, grad):
+    """nll_loss over the (outer, C, inner) view, one thread per element (grid-stride): the
+    element of the target class writes -w x_t as the row's loss (bit 1 of mode) and every
+    element its gradient (bit 2)."""
+    n = x.shape[1]
+    inner = np.int64(x.shape[2])
+    total = np.int64(x.shape[0]) * n * inner
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    while i < total:
+        o = i // (n * inner)
+        rest = i - o * n * inner
+        j = rest // inner
+        k = rest - j * inner
+        r = o * inner + k
+        tr = np.int64(target[r])
+        ignored = tr == ignore_index
+        if (mode & 1) != 0 and j == 0:
+            wt = 0.0 if ignored else weight[tr]
+            loss[r] = 0.0 if wt == 0.0 else -wt * np.float64(x[o, tr, k])
+        if (mode & 2) != 0:
+            d = 0.0
+            if j == tr and not ignored:
+                d = -_row_multiplier(g, r, count, mean) * weight[tr]
+            grad[o, j, k] = d
+        i += step
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _target_check_kernel(target, n_classes, ignore_index, first_bad):
+    """first_bad[0] = min flat position of a target outside [0, C) other than ignore_index
+    (first_bad[0] starts at target.size)."""
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    while i < target.size:
+        v = target[i]
+        if (v < 0 or v >= n_classes) and v != ignore_index:
+            cuda.atomic.min(first_bad, 0, i)
+        i += step
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _range_check_kernel(x, lo, hi, first_bad):
+    """first_bad[0] = min flat position of a value outside [lo, hi] (NaN is outside)."""
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    while i < x.size:
+        v = np.float64(x[i])
+        if not (v >= lo and v <= hi):
+            cuda.atomic.min(first_bad, 0, i)
+        i += step
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _target_weight_kernel(target, weight, ignore_index, out):
+    """out[r] = weight[target[r]] (0 for an ignored target): summed, the 'mean' denominator."""
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    while i < target.size:
+        tr = np.int64(target[i])
+        out[i] = 0.0 if tr == ignore_index else weight[tr]
+        i += step
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _reduce_kernel(values, count, divisor, mode, out):
+    """One block: out[0] = sum(values) (float64 tree); mode 1 divides by count[0], mode 2 by
+    the number ``divisor``; rounded once to out's dtype.  A zero divisor gives NaN, as on the
+    CPU ('mean' of nothing, or of only ignored targets)."""
+    sm = cuda.shared.array(ROW_SHARED, F64)
+    t = cuda.threadIdx.x
+    acc = 0.0
+    i = np.int64(t)
+    while i < values.size:
+        acc += values[i]
+        i += cuda.blockDim.x
+    total = _block_sum(sm, acc)
+    if t == 0:
+        if mode != 0:
+            d = count[0] if mode == 1 else divisor
+            total = total / d if d != 0.0 else math.nan
+        out[0] = total
+
+
+@cuda.jit(**JIT_OPTIONS)
+def _fill_kernel(arr, value):
+    i = np.int64(cuda.blockIdx.x) * cuda.blockDim.x + cuda.threadIdx.x
+    step = np.int64(cuda.gridDim.x) * cuda.blockDim.x
+    while i < arr.size:
+        arr[i] = value
+        i += step
+
+
+def fill(arr, value: float) -> None:
+    """arr[...] = value on the device (a flat C-contiguous array)."""
+    if arr.size:
+        _launch(_fill_kernel, arr.size, ELEMENTWISE_THREADS, _max_blocks(), arr, float(value))
+
+
+def _dummy(dtype, ndim: int = 1):
+    """A one-element device array standing in for an unused kernel argument (same type as the
+    real one, so no extra specialisation; never a zero-size array)."""
+    key = (STREAM.get(), np.dtype(dtype), ndim)
+    d = _DUMMIES.get(key)
+    if d is None:
+        d = _DUMMIES[key] = to_device(np.zeros((1,) * ndim, dtype))
+    return d
+
+
+_DUMMIES: dict = {}
+
+
+def constant(value: float):
+    """A cached one-element float64 device array holding ``value`` (per stream)."""
+    key = (STREAM.get(), "constant", float(value))
+    d = _DUMMIES.get(key)
+    if d is None:
+        d = _DUMMIES[key] = to_device(np.array([value], np.float64))
+    return d
+
+
+def elementwise_loss(name: str, x, y, w, pw, p, gl, scale, mode: int, out, grad, partial,
+                     block: int | None = None):
+    """Launch ``name``'s elementwise loss kernel on device arrays (flat): mode bit 1 writes the
+    per-block partial sums (blocks of ``block`` elements, default :data:`LOSS_BLOCK`), bit 2
+    the gradient ``gl * scale * w * d loss / dx``, bit 4 the per-element values into ``out``.
+    Unused outputs may be None."""
+    n = x.size
+    block = LOSS_BLOCK if block is None else int(block)
+    cdtype = np.dtype(x.dtype)
+    _launch(LOSS_KERNELS[name], ((n + block - 1) // block) * ROW_THREADS,
+            ROW_THREADS, ROW_MAX_BLOCKS, x, y, w, pw, float(p), gl, float(scale), int(mode),
+            np.int64(block),
+            _dummy(np.float64) if out is None else out,
+            _dummy(cdtype) if grad is None else grad,
+            _dummy(np.float64) if partial is None else partial)
+
+
+def row_loss(name: str, x3, target, q3, weight, ignore_index: int, smoothing: float, g, count,
+             mean: bool, mode: int, loss, grad3):
+    """Launch the cross-entropy / nll_loss row kernel on device arrays in ``(outer, C, inner)``
+    layout (``target``, ``loss`` and ``g`` flat over the ``outer * inner`` rows; ``q3`` the
+    probability targets or None).  mode bit 1 writes ``loss``, bit 2 ``grad3``; ``count`` is a
+    one-element float64 device array, used as the 'mean' denominator when ``mean``."""
+    cdtype = np.dtype(x3.dtype)
+    rows = x3.shape[0] * x3.shape[2]
+    loss = _dummy(np.float64) if loss is None else loss
+    grad3 = _dummy(cdtype, 3) if grad3 is None else grad3
+    count = _dummy(np.float64) if count is None else count
+    if name == "nll_loss":
+        _launch(_nll_loss_rows_kernel, x3.size, ELEMENTWISE_THREADS, _max_blocks(), x3, target,
+                weight, np.int64(ignore_index), g, count, int(bool(mean)), int(mode), loss,
+                grad3)
+        return
+    prob = q3 is not None
+    _launch(_cross_entropy_rows_kernel, rows * ROW_THREADS, ROW_THREADS, ROW_MAX_BLOCKS, x3,
+            _dummy(np.int64) if prob else target, q3 if prob else _dummy(cdtype, 3), weight,
+            np.int64(ignore_index), float(smoothing), int(prob), g, count, int(bool(mean)),
+            int(mode), loss, grad3)
+
+
+def reduce_sum(values, out, *, count=None, divisor: float = 0.0, mean: bool = False) -> None:
+    """out[0] = sum(values) in float64 (one block), divided by count[0] (a device array) or by
+    ``divisor`` when ``mean``."""
+    mode = (1 if count is not None else 2) if mean else 0
+    _launch(_reduce_kernel, ROW_THREADS, ROW_THREADS, 1, values,
+            _dummy(np.float64) if count is None else count, float(divisor), mode, out)
+
+
+def first_bad_position(kind: str, arr, *args) -> int:
+    """The first flat position of ``arr`` failing the pre-pass check (``kind`` 'target':
+    args (C, ignore_index); 'range': args (lo, hi)), or -1.  Reads one integer back: a
+    synchronisation, the only one of a loss call (documented)."""
+    n = arr.size
+    flag = to_device(np.array([n], np.int64))
+    if kind == "target":
+        _launch(_target_check_kernel, n, ELEMENTWISE_THREADS, _max_blocks(), arr,
+                np.int64(args[0]), np.int64(args[1]), flag)
+    else:
+        _launch(_range_check_kernel, n, ELEMENTWISE_THREADS, _max_blocks(), arr,
+                float(args[0]), float(args[1]), flag)
+    k = int(flag.copy_to_host()[0]) if STREAM.get() is None else \
+        int(flag.copy_to_host(stream=STREAM.get())[0])
+    return -1 if k >= n else k
+
+
+def target_weights(target, weight, ignore_index: int, out) -> None:
+    """out[r] = weight[target[r]] (0 where ignored)."""
+    _launch(_target_weight_kernel, target.size, ELEMENTWISE_THREADS, _max_blocks(), target,
+            weight, np.int64(ignore_index), out)
+
+
+# --- the CPU backends' signatures (host or device arrays) -------------------------------------
+
+def _loss_host_args(args, n_out):
+    """_on_device for a loss kernel call: a zero-size host output (the CPU kernels' "not
+    wanted") becomes None, with nothing to copy back."""
+    dev, back = _on_device([None if _is_host(a) and a.size == 0 and i >= len(args) - n_out
+                            else a for i, a in enumerate(args)], n_out)
+    return dev, back
+
+
+def _elementwise_loss_entry(name: str, form: str):
+    def run(*args):
+        if form == "forward":  # (x, y, w, pw, p, out, partial)
+            (x, y, w, pw, p, out, partial), back = _loss_host_args(args, 2)
+            elementwise_loss(name, x, y, w, pw, p, _dummy(np.float64), 1.0,
+                             1 | (4 if out is not None else 0), out, None, partial)
+        elif form == "and_grad":  # (x, y, w, pw, p, g, out, grad, partial)
+            (x, y, w, pw, p, g, out, grad, partial), back = _loss_host_args(args, 3)
+            elementwise_loss(name, x, y, w, pw, p, g, 1.0, 3 | (4 if out is not None else 0),
+                             out, grad, partial)
+        else:  # (gl, x, y, w, pw, p, grad)
+            (gl, x, y, w, pw, p, grad), back = _loss_host_args(args, 1)
+            elementwise_loss(name, x, y, w, pw, p, gl, 1.0, 2, None, grad, None)
+        _copy_back(back)
+
+    run.__name__ = run.__qualname__ = f"{name}_{form}"
+    return run
+
+
+def _row_loss_entry(name: str, form: str, prob: bool):
+    # arguments after (x, target): weight, then ignore_index (class targets), then smoothing
+    # (cross_entropy)
+    nscalar = 2 if prob else (3 if name == "cross_entropy" else 2)
+
+    def run(*args):
+        n_out = {"forward": 1, "and_grad": 2, "backward": 1}[form]
+        dev, back = _loss_host_args(args, n_out)
+        g = dev.pop(0) if form == "backward" else None
+        x, tq = dev[0], dev[1]
+        weight, scalars, rest = dev[2], dev[3:2 + nscalar], dev[2 + nscalar:]
+        ignore_index = -100 if prob else int(scalars[0])
+        smoothing = float(scalars[-1]) if name == "cross_entropy" else 0.0
+        loss = grad = None
+        if form == "forward":
+            loss, = rest
+            mode = 1
+        elif form == "and_grad":
+            g, loss, grad = rest
+            mode = 3
+        else:
+            grad, = rest
+            mode = 2
+        x3 = _as_rows3(x)
+        grad3 = None if grad is None else _as_rows3(grad)
+        row_loss(name, x3, None if prob else tq, _as_rows3(tq) if prob else None, weight,
+                 ignore_index, smoothing, _dummy(np.float64) if g is None else g, None, False,
+                 mode, loss, grad3)
+        _copy_back(back)
+
+    kname = f"{name}_prob_{form}" if prob else f"{name}_{form}"
+    run.__name__ = run.__qualname__ = kname
+    return run
+
+
+def _loss_entries() -> dict:
+    entries = {}
+    for spec in _registry.loss_ops():
+        for form in spec.forms:
+            if spec.extra["layout"] == "elementwise":
+                entries[f"{spec.name}_{form}"] = _elementwise_loss_entry(spec.name, form)
+            else:
+                entries[f"{spec.name}_{form}"] = _row_loss_entry(spec.name, form, False)
+                if spec.name == "cross_entropy":
+                    entries[f"{spec.name}_prob_{form}"] = _row_loss_entry(spec.name, form, True)
+    return entries
+
+
+#: elementwise losses whose formula parameter is the per-element pos_weight (as numba_cpu)
+_POS_WEIGHT_LOSSES = ("binary_cross_entropy_with_logits",)
+
+
+def _loss_source() -> str:
+    chunks = []
+    for spec in _registry.loss_ops():
+        if spec.extra["layout"] == "elementwise":
+            param = ("(pw[i] if pn else pw[0])" if spec.name in _POS_WEIGHT_LOSSES else "p")
+            chunks.append(_LOSS_ELEMENTWISE_TEMPLATE.format(name=spec.name, param=param))
+    return "".join(chunks)
+
+
 def _build() -> dict:
     source, names = _kernel_source()
-    source += _copy_source()
+    source += _copy_source() + _loss_source()
     linecache.cache[_GENERATED_FILENAME] = (len(source), None, source.splitlines(True),
                                             _GENERATED_FILENAME)
-    ns = {"__name__": __name__, "np": np, "cuda": cuda, "math": math}
+    ns = {"__name__": __name__, "np": np, "cuda": cuda, "math": math, "F64": F64,
+          "ROW_SHARED": ROW_SHARED, "_block_sum": _block_sum}
     ns.update({f"F_{k}": v for k, v in FORMULAS.items() if not k.startswith("_")
                and not isinstance(v, (float, int, types.ModuleType))})
     exec(compile(source, _GENERATED_FILENAME, "exec"), ns)
@@ -693,10 +1291,13 @@ def _build() -> dict:
             kernels[name] = _gated_launcher(name, cuda.jit(**JIT_OPTIONS)(ns[f"{name}__kernel"]))
     copies = {nd: cuda.jit(**JIT_OPTIONS)(ns[f"copy_{nd}d__kernel"])
               for nd in range(1, MAX_COPY_NDIM + 1)}
-    return kernels, copies
+    losses = {spec.name: cuda.jit(**JIT_OPTIONS)(ns[f"{spec.name}__loss_kernel"])
+              for spec in _registry.loss_ops() if spec.extra["layout"] == "elementwise"}
+    return kernels, copies, losses
 
 
-KERNELS, COPY_KERNELS = _build()
+KERNELS, COPY_KERNELS, LOSS_KERNELS = _build()
+KERNELS.update(_loss_entries())
 globals().update(KERNELS)
 GENERATED_SOURCE = linecache.cache[_GENERATED_FILENAME][2]
 

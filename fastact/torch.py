@@ -14,7 +14,8 @@ fastact's one-pass backward kernels.
   (``fa.cross_entropy_and_grad``: one pass over the logits); ``backward`` only scales the saved
   gradient by the incoming one.  Training a classifier therefore reads the logits once.
 * Modules: ``ft.Activation("leaky_relu", negative_slope=0.1)`` is an ``nn.Module``.
-* CUDA tensors need fastact's CUDA backend, which does not exist yet: TypeError, with a hint.
+* CUDA tensors: TypeError, with a hint (the autograd bridge for CUDA tensors is not built yet;
+  the plain ``fa.*`` functions accept CUDA tensors and return CUDA tensors).
 
 Every function of this module is generated from fastact's registry, so new ops appear here
 without edits.
@@ -38,8 +39,8 @@ def _to_numpy(name: str, arg: str, t: torch.Tensor) -> np.ndarray:
                         f"{type(t).__name__}")
     if t.device.type != "cpu":
         raise TypeError(f"fastact.torch.{name}: {arg} is on {t.device}; fastact.torch handles "
-                        "CPU tensors (the CUDA backend is not available yet): use the "
-                        "torch.nn.functional op, or move the tensor with .cpu()")
+                        "CPU tensors: use the torch.nn.functional op, call fastact's own "
+                        f"fa.{name} on the CUDA tensor (no autograd), or move it with .cpu()")
     if t.dtype not in _SUPPORTED:
         raise TypeError(f"fastact.torch.{name}: {arg} has dtype {t.dtype}; fastact computes "
                         "float16, float32 and float64 (e.g. t.float())")

@@ -71,11 +71,36 @@ _GENERATED_FILENAME = "<fastact_numba_cuda_generated>"
 # formulas: _math.py as device functions on libdevice
 # --------------------------------------------------------------------------------------------
 
+def _ieee_math():
+    """Under the simulator only: ``math`` whose log, log1p, exp, expm1, sqrt and pow return
+    -inf / inf / NaN where Python's raise (``math.log(0.0)`` is a ValueError in Python, -inf in
+    libdevice), so simulated kernels follow the GPU's IEEE rules at the domain edges."""
+    shim = types.SimpleNamespace(**{k: getattr(math, k) for k in dir(math)
+                                    if not k.startswith("_")})
+    for name, np_name in (("log", "log"), ("log1p", "log1p"), ("exp", "exp"),
+                          ("expm1", "expm1"), ("sqrt", "sqrt"), ("pow", "power")):
+        def ieee(*args, _f=getattr(np, np_name)):
+            with np.errstate(all="ignore"):
+                return float(_f(*(np.float64(a) for a in args)))
+
+        setattr(shim, name, ieee)
+    return shim
+
+
+#: the ``math`` that formulas see: the real module on a GPU (libdevice), the shim in the simulator
+_MATH = _ieee_math() if SIMULATED else math
+
+
 def _bind_formulas(module, decorate, primitives=None) -> dict:
     """Re-create every function of ``module`` in a fresh namespace and decorate it (calls between
     formulas then resolve to the decorated versions); ``primitives`` replace functions whose
     Python body is a CPU-only fast path."""
     ns = dict(vars(module))
+    if _MATH is not math:  # the simulator: names imported from math get the IEEE versions
+        ns["math"] = _MATH
+        for name, value in list(ns.items()):
+            if getattr(math, name, None) is value and callable(value):
+                ns[name] = getattr(_MATH, name)
     for name, obj in list(ns.items()):
         if isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__:
             clone = types.FunctionType(obj.__code__, ns, name, obj.__defaults__, obj.__closure__)
@@ -102,7 +127,7 @@ def _libdevice_primitives(names=None) -> dict:
             source.append(f"def {name}(x):\n    return math.{match.group(1)}(x)\n")
     source.append("def pow2(k):\n    return math.ldexp(1.0, int(k))\n")
     source.append("def fma(a, b, c):\n    return cuda.fma(a, b, c)\n")
-    ns = {"math": math, "cuda": cuda}
+    ns = {"math": _MATH, "cuda": cuda}
     exec(compile("".join(source), "<fastact_numba_cuda_primitives>", "exec"), ns)
     for name, fn in ns.items():
         if isinstance(fn, types.FunctionType):

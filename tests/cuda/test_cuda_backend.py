@@ -746,11 +746,11 @@ def test_row_kernel_softmin_and_logsumexp_modes():
 
 
 def test_cuda_module_kernels():
-    """Every kernel of the elementwise, channel, gated and softmax-family ops exists (generated
+    """Every kernel of the elementwise, channel, gated, loss and softmax-family ops exists (generated
     or written); a registry kernel without a CUDA version raises a clear NotImplementedError
     (never an AttributeError) when the API asks for it."""
     covered = [k for op in _registry.OPS for k in op.kernel_names()
-               if op.kind in ("elementwise", "channel", "gated") or op.name in nc.ROW_OPS]
+               if op.kind in ("elementwise", "channel", "gated", "loss") or op.name in nc.ROW_OPS]
     missing = [k for k in covered if not callable(getattr(nc, k, None))]
     assert not missing, f"numba_cuda lacks {missing}"
     for k in _registry.kernel_names():

@@ -324,3 +324,42 @@ def test_losses_torch_interop_gpu():
     got = fa.binary_cross_entropy_with_logits(x, y)
     ref = torch.nn.functional.binary_cross_entropy_with_logits(x, y)
     assert torch.allclose(got, ref, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# the PyTorch golden cases (tests/golden/torch_losses.npz), on device arrays
+# ------------------------------------------------------------------------------------------------
+
+from test_losses import GOLDEN_MATRIX, _expected, _golden_id  # noqa: E402
+
+
+# every distinct case once, in float64 (the cases repeat per reduction; reductions and float32
+# are covered by the matrix above), 'mean' and 'batchmean': the simulator is slow
+GOLDEN_DEVICE = [(c, d) for c, d in GOLDEN_MATRIX if d == F64
+                 and c[2].get("reduction", "mean") in ("mean", "batchmean")]
+
+
+@pytest.mark.parametrize("case, dtype", GOLDEN_DEVICE,
+                         ids=lambda v: str(v) if isinstance(v, np.dtype) else _golden_id(v))
+def test_torch_golden_on_device(case, dtype):
+    i, fn, kw, arrays, tloss, tgrad, limit = case
+    arrays = dict(arrays)
+    x = arrays.pop("input").astype(dtype)
+    t = arrays.pop("target")
+    if t.dtype.kind == "f":
+        t = t.astype(dtype)
+    want_loss = _expected(tloss, None if limit is None else limit[0])
+    want_grad = _expected(tgrad, None if limit is None else limit[1])
+    reduction = kw.get("reduction", "mean")
+    loss, grad = getattr(fa, fn + "_and_grad")(dev(x), dev(t), **arrays, **kw)
+    forward = getattr(fa, fn)(dev(x), dev(t), **arrays, **kw)
+    rtol = 1e-10 if dtype == F64 else 2e-5
+    what = f"golden case {_golden_id(case)} {dtype} device"
+    for got in (loss, forward):
+        np.testing.assert_allclose(np.asarray(loss_host(got, reduction, dtype, what),
+                                              np.float64), want_loss, rtol=rtol, atol=1e-300,
+                                   equal_nan=True, err_msg=what + " loss")
+    gatol = 4 * np.finfo(dtype).eps * float(np.max(np.abs(want_grad[np.isfinite(want_grad)]),
+                                                   initial=0))
+    np.testing.assert_allclose(host(grad).astype(np.float64), want_grad, rtol=rtol, atol=gatol,
+                               equal_nan=True, err_msg=what + " grad")

@@ -31,7 +31,7 @@ def test_gpu_bench_arguments():
 def test_gpu_bench_smoke(tmp_path):
     mod = _bench_module()
     out = tmp_path / "bench.json"
-    argv = ["--smoke", "--ops", "relu,prelu,softmax", "--sizes", "64", "--widths", "8",
+    argv = ["--smoke", "--ops", "relu,prelu,softmax,cross_entropy", "--sizes", "64", "--widths", "8",
             "--json", str(out)]
     if not numba_cuda.SIMULATED:
         argv += ["--sizes", "2**16", "--repeat", "2"]
@@ -41,6 +41,7 @@ def test_gpu_bench_smoke(tmp_path):
     assert any(c.startswith("relu_backward") for c in cases)
     assert any(c.startswith("prelu_backward") for c in cases)
     assert any(c.startswith("softmax_backward") for c in cases)
+    assert any(c.startswith("cross_entropy_and_grad") for c in cases)
     assert report["simulated"] is numba_cuda.SIMULATED
     assert set(report["host_overhead_us"]) >= {"relu", "sigmoid"}
     if not numba_cuda.SIMULATED:

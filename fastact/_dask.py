@@ -23,6 +23,8 @@ whatever scheduler computes the result (threads, processes, a ``distributed`` cl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -274,3 +276,204 @@ def gated(fn, spec, form: str, arrays: dict, param_values: dict, axis, out, back
     grad = grad.rechunk(x.chunks[:ax] + ((half[ax],),) + x.chunks[ax + 1:])
     return da.map_blocks(lambda g, xb: fn(g, x=xb, **kw), grad, x, dtype=meta.dtype,
                          chunks=x.chunks, meta=np.empty((0,) * x.ndim, meta.dtype))
+
+
+def _size(v) -> int:
+    return int(v.size) if is_dask(v) else int(np.size(v))
+
+
+def loss(name: str, form: str, fname: str, grad_loss, input, target, kwargs: dict):
+    """Losses on dask arrays (any of input, target, grad_loss, weight, pos_weight).
+
+    Checked eagerly on empty arrays (the NumPy path's errors, before any task is built).  The
+    per-row / per-element losses are computed block by block (class axis in one chunk, rechunked
+    if needed) and, for 'mean' / 'sum' / 'batchmean', summed by dask's tree reduction in float64
+    (the loss values of a block are computed from float64 inputs, as the kernels do internally),
+    divided once and rounded once: a lazy 0-d dask array.  The gradient is a second block-wise
+    pass (``LOSS_backward`` per block with the global 'mean' scale, a lazy 0-d array for class
+    weights), so ``LOSS_and_grad`` reads the input twice here.  Class targets are range-checked
+    block by block when computed: the IndexError names the position in the whole array.
+    """
+    import dask.array as da
+
+    from . import _validate, api
+
+    if kwargs.get("out") is not None:
+        raise TypeError(f"{fname}: out= is not supported with dask arrays (the result is lazy); "
+                        "call .compute() or use da.store")
+    kw = {k: v for k, v in kwargs.items() if k != "out"}
+    forward = api._public(name, "forward")
+    backward = api._public(name, "backward")
+    spec = api.OPS_BY_NAME[name]
+    row = spec.extra["layout"] == "row"
+    x = input if is_dask(input) else da.from_array(np.asarray(input))
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"{fname}: dask arrays with unknown chunk sizes are not supported; "
+                         "call .compute_chunk_sizes() first")
+    t = target if is_dask(target) else np.asarray(target)
+    ndim = x.ndim
+    ax = None
+    if row:
+        try:
+            axis = kw.get("axis")
+            ax = (1 if ndim >= 2 else 0) if axis is None else _validate.normalize_axis(
+                fname, axis, ndim)
+        except (TypeError, ValueError, IndexError):
+            ax = None  # the meta call below raises the NumPy path's error
+    shape = tuple(x.shape)
+    C = shape[ax] if ax is not None and ndim else 0
+    x_meta = np.empty(tuple(C if i == ax else 0 for i in range(ndim)), x.dtype)
+    prob = row and np.dtype(t.dtype).kind == "f"
+    if row and not prob and ax is not None:
+        t_meta = np.empty((0,) * max(t.ndim, 0), t.dtype) if t.ndim == ndim - 1 else \
+            np.empty(tuple(t.shape), t.dtype) if not is_dask(t) else np.empty((0,) * t.ndim,
+                                                                                t.dtype)
+    else:
+        t_meta = np.empty(x_meta.shape if t.ndim == ndim else (0,) * t.ndim, t.dtype)
+    weights = {k: kw.pop(k) for k in ("weight", "pos_weight") if k in kw and not row}
+    for k, v in weights.items():  # element weights: broadcast to the input's shape here
+        if v is not None and not np.isscalar(v) and _size(v) != 1:
+            try:
+                np.broadcast_shapes(np.shape(v), shape)
+            except ValueError:
+                raise ValueError(f"{fname}: {k} has shape {np.shape(v)}, which does not "
+                                 f"broadcast to the input's shape {shape}") from None
+    if row and is_dask(kw.get("weight")):
+        kw["weight"] = np.asarray(kw["weight"].compute())
+    # eager validation: the shape checks on the real shapes, then every other check of the
+    # NumPy path on empty arrays
+    if row:
+        args = {k: kw.get(k) for k in ("reduction", "ignore_index", "label_smoothing", "axis")}
+        api._row_loss_checks(name, fname, spec, shape, np.dtype(t.dtype), tuple(t.shape),
+                             args["reduction"] or "mean", -100 if args["ignore_index"] is None
+                             else args["ignore_index"], args["label_smoothing"] or 0.0,
+                             args["axis"])
+    else:
+        _validate.same_shape(fname, {"input": x, "target": t})
+    meta_w = {k: (None if v is None or _size(v) != 1 or is_dask(v) else v)
+              for k, v in weights.items()}
+    lmeta = forward(x_meta, t_meta, **{**kw, "reduction": "none"}, **meta_w)
+    forward(x_meta, t_meta, **kw, **meta_w)
+    if form == "backward":
+        g_meta = grad_loss if not is_dask(grad_loss) and _size(grad_loss) == 1 else \
+            np.empty(lmeta.shape, np.float64)
+        backward(g_meta, x_meta, t_meta, **kw, **meta_w)
+    rdtype = lmeta.dtype
+    reduction = kw.get("reduction", "mean")
+    inner_kw = {k: v for k, v in kw.items() if k != "reduction"}
+    # every operand with x's ndim (map_blocks aligns trailing axes and gives block locations):
+    # class targets and per-row grad_loss get a length-1 axis at the class axis
+    expand = row and not prob and ndim > 0
+    if row:
+        x = x.rechunk({ax: -1}) if ndim else x
+        lshape = shape[:ax] + shape[ax + 1:]
+        lchunks = x.chunks[:ax] + x.chunks[ax + 1:]
+    else:
+        lshape, lchunks = shape, x.chunks
+
+    def per_row(a):
+        """A loss-shaped operand (dask or NumPy) chunked like x, with x's ndim."""
+        a = (a if is_dask(a) else da.from_array(np.asarray(a), chunks=lchunks)).rechunk(lchunks)
+        return da.expand_dims(a, ax) if expand else a
+
+    tX = per_row(t) if not prob and row else \
+        (t if is_dask(t) else da.from_array(np.asarray(t), chunks=x.chunks)).rechunk(x.chunks)
+    wargs = []  # element weights as dask arrays chunked like x (or numbers in inner_kw)
+    for k, v in weights.items():
+        if v is None or (not is_dask(v) and np.size(v) == 1):
+            inner_kw[k] = v
+            continue
+        wargs.append((k, da.broadcast_to(v if is_dask(v) else np.asarray(v),
+                                         shape).rechunk(x.chunks)))
+    ignore = int(kw.get("ignore_index", -100))
+    drop = [ax] if row and ndim else []
+
+    def targets(tb, loc):
+        """A block's class targets, range-checked (the NumPy path's IndexError, with the
+        position in the whole array), without the expanded axis."""
+        if not row or prob:
+            return tb
+        if expand:
+            tb = tb.reshape(tb.shape[:ax] + tb.shape[ax + 1:])
+            loc = list(loc[:ax]) + list(loc[ax + 1:])
+        tl = tb.astype(np.int64, copy=False)
+        bad = ((tl < 0) | (tl >= C)) & (tl != ignore)
+        if bad.any():
+            local = np.unravel_index(int(np.flatnonzero(bad)[0]), tb.shape)
+            pos = tuple(int(i) + lo for i, (lo, _) in zip(local, loc))
+            k = int(np.ravel_multi_index(pos, lshape)) if lshape else 0
+            raise api._range_error(fname, int(tl[local]), k, C, ignore, lshape)
+        return tb
+
+    def location(block_info, i):
+        return block_info[i]["array-location"] if block_info else [(0, 0)] * ndim
+
+    def block_losses(xb, tb, *wbs, block_info=None):
+        tb = targets(tb, location(block_info, 1))
+        extra = {k: wb for (k, _), wb in zip(wargs, wbs)}
+        if reduction != "none":  # float64 values for the float64 sum
+            xb = xb.astype(np.float64)
+        return np.asarray(forward(xb, tb, reduction="none", **inner_kw, **extra))
+
+    operands = [x, tX] + [b for _, b in wargs]
+    if form != "backward":
+        ldtype = rdtype if reduction == "none" else np.dtype(np.float64)
+        value = da.map_blocks(block_losses, *operands, dtype=ldtype, drop_axis=drop,
+                              meta=np.empty((0,) * len(lshape), ldtype))
+        if reduction == "none" and form == "forward":
+            return value
+    # the 'mean' denominator and the gradient scale
+    count = None
+    if reduction in ("mean", "batchmean"):
+        if row and not prob:
+            wvec = np.ones(C) if kw.get("weight") is None else np.asarray(kw["weight"],
+                                                                           np.float64)
+
+            def target_weight(tb):
+                tl = tb.astype(np.int64, copy=False)
+                keep = (tl != ignore) & (tl >= 0) & (tl < C)
+                return np.where(keep, wvec[np.where(keep, tl, 0)] if C else 0.0, 0.0)
+
+            count = tX.map_blocks(target_weight, dtype=np.float64).sum()
+        elif row:
+            count = float(math.prod(lshape))
+        else:
+            count = float(math.prod(shape)) if reduction == "mean" else \
+                float(shape[0] if shape else 1)
+    if form != "backward" and reduction != "none":
+        value = value.sum()  # dask's tree reduction of float64 block sums
+        if count is not None:  # 'mean' of nothing: NaN, as on the NumPy path
+            value = value / count if is_dask(count) or count else value * np.nan
+        value = value.astype(rdtype)
+        if form == "forward":
+            return value
+    # the gradient: LOSS_backward per block, with the global 'mean' multiplier
+    if count is None:
+        scale = 1.0
+    elif is_dask(count):  # class weights: every target ignored gives gradient 0
+        scale = da.where(count != 0, 1.0 / da.where(count != 0, count, 1.0), 0.0)
+    elif row:
+        scale = 1.0 / count if count else 0.0
+    else:
+        scale = 1.0 / count if count else math.nan
+    g = 1.0 if form != "backward" else grad_loss
+    if is_dask(g) or np.size(g) != 1:
+        g = da.broadcast_to(g if is_dask(g) else np.asarray(g), lshape)
+        gX = per_row(g.astype(np.float64)) if row else g.astype(np.float64).rechunk(x.chunks)
+        gX = gX * scale
+    else:
+        gX = np.float64(np.asarray(g, np.float64).reshape(())) * scale
+        gX = gX if is_dask(gX) else da.from_array(np.asarray(gX, np.float64))
+
+    def block_grad(gb, xb, tb, *wbs, block_info=None):
+        tb = targets(tb, location(block_info, 2))
+        if expand and gb.ndim == ndim:
+            gb = gb.reshape(gb.shape[:ax] + gb.shape[ax + 1:])
+        extra = {k: wb for (k, _), wb in zip(wargs, wbs)}
+        return np.asarray(backward(gb, xb, tb, reduction="none", **inner_kw, **extra))
+
+    grad = da.map_blocks(block_grad, gX, *operands, dtype=rdtype, chunks=x.chunks,
+                         meta=np.empty((0,) * ndim, rdtype))
+    if form == "backward":
+        return grad
+    return (value if reduction != "none" else value), grad

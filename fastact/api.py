@@ -756,6 +756,12 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
               reduction, label_smoothing, axis, out, backend):
     spec = OPS_BY_NAME[name]
     fname = _LOSS_FNAMES[name, form]
+    if _dask.any_dask(input, target, weight, grad_loss):
+        kw = dict(weight=weight, ignore_index=ignore_index, reduction=reduction, axis=axis,
+                  out=out, backend=backend)
+        if name == "cross_entropy":
+            kw["label_smoothing"] = label_smoothing
+        return _dask.loss(name, form, fname, grad_loss, input, target, kw)
     if _device.any_device((input, target, weight, out, grad_loss)):
         return _device.row_loss(name, form, fname, spec, grad_loss, input, target, weight,
                                 ignore_index, reduction, label_smoothing, axis, out, backend)
@@ -882,6 +888,12 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
                       param, reduction, out, backend):
     spec = OPS_BY_NAME[name]
     fname = _LOSS_FNAMES[name, form]
+    if _dask.any_dask(input, target, weight, pos_weight, grad_loss):
+        kw = {w: v for w, v in (("weight", weight), ("pos_weight", pos_weight))
+              if w in spec.extra["weights"]}
+        kw.update({p.name: param for p in spec.params if p.name != "reduction"})
+        kw.update(reduction=reduction, out=out, backend=backend)
+        return _dask.loss(name, form, fname, grad_loss, input, target, kw)
     if _device.any_device((input, target, weight, pos_weight, out, grad_loss)):
         return _device.elementwise_loss(name, form, fname, spec, grad_loss, input, target,
                                         weight, pos_weight, param, reduction, out, backend)

@@ -160,3 +160,110 @@ def test_logsumexp_reduces_the_axis(axis, keepdims):
     _same(lazy, fa.logsumexp(x, axis=axis, keepdims=keepdims, where=where, temperature=0.7))
     _same(fa.logsumexp(da.from_array(np.float32(1.5))), fa.logsumexp(np.float32(1.5)))
     _same(fa.softmin(dx, axis=axis), fa.softmin(x, axis=axis))
+
+
+# ------------------------------------------------------------------------------------------------
+# losses: per-block values, float64 tree reductions, a second block-wise pass for the gradient
+# ------------------------------------------------------------------------------------------------
+
+from test_losses import (LOSSES, check_grad, check_loss, make_inputs, oracle,  # noqa: E402
+                         oracle_kwargs, reductions)
+
+LOSS_MATRIX = [(s, r) for s in LOSSES for r in reductions(s)]
+
+
+def _chunked(a, rows=4, cols=2):
+    return da.from_array(a, chunks=(rows,) + (cols,) * (a.ndim - 1)) if a.ndim else \
+        da.from_array(a)
+
+
+def _loss_value(lazy, reduction):
+    assert isinstance(lazy, da.Array)
+    got = lazy.compute(scheduler="threads")
+    return got if reduction == "none" else got[()]
+
+
+@pytest.mark.parametrize("spec, reduction", LOSS_MATRIX, ids=lambda v: getattr(v, "name", v))
+def test_losses_lazy_against_the_oracle(spec, reduction):
+    """Every loss and form on float32 dask arrays chunked along the batch *and* class axes,
+    against the float64 oracle of test_losses (the same tolerances as the NumPy path; float64
+    runs the same code, test_row_loss_class_axis_and_targets uses it)."""
+    dtype = np.dtype(np.float32)
+    rng = np.random.default_rng(21)
+    x, t, kw = make_inputs(spec, dtype, rng, shape=(9, 5))
+    ok = oracle_kwargs(spec, kw, reduction)
+    want_loss, want_grad = oracle(spec.name, x, t, **ok)
+    dx, dt = _chunked(x), _chunked(t)
+    what = f"{spec.name} {reduction} {dtype} dask"
+    check_loss(_loss_value(getattr(fa, spec.name)(dx, dt, reduction=reduction, **kw),
+                           reduction), want_loss, dtype, what)
+    loss, grad = getattr(fa, spec.name + "_and_grad")(dx, dt, reduction=reduction, **kw)
+    check_loss(_loss_value(loss, reduction), want_loss, dtype, what + " and_grad")
+    assert isinstance(grad, da.Array) and grad.chunks[0] == dx.chunks[0]
+    check_grad(grad.compute(scheduler="threads"), want_grad, dtype, what + " grad")
+    lshape = np.shape(oracle(spec.name, x, t, **{**ok, "reduction": "none"})[0])
+    ga = rng.uniform(-2, 2, lshape)
+    g = getattr(fa, spec.name + "_backward")(_chunked(ga, 3), dx, dt, reduction=reduction, **kw)
+    check_grad(g.compute(scheduler="threads"), oracle(spec.name, x, t, grad_loss=ga, **ok)[1],
+               dtype, what + " backward")
+
+
+def test_row_loss_class_axis_and_targets():
+    """An N-D input with class axis 1 spread over chunks (rechunked to one), probability
+    targets, all targets ignored (NaN mean, zero gradient), and a bad target: IndexError at
+    compute time naming its position in the whole array."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 5, 4))
+    t = rng.integers(0, 5, (6, 4))
+    t[4, 3] = -100
+    dx = da.from_array(x, chunks=(2, 2, 3))
+    dt = da.from_array(t, chunks=(2, 3))
+    loss, grad = fa.cross_entropy_and_grad(dx, dt, label_smoothing=0.1, weight=np.arange(1, 6.0))
+    want_loss, want_grad = oracle("cross_entropy", x, t, label_smoothing=0.1,
+                                  weight=np.arange(1, 6.0))
+    check_loss(loss.compute()[()], want_loss, np.dtype(np.float64), "nd")
+    check_grad(grad.compute(), want_grad, np.dtype(np.float64), "nd")
+    q = rng.dirichlet(np.ones(5), (6, 4)).transpose(0, 2, 1)
+    loss = fa.cross_entropy(dx, da.from_array(q, chunks=(3, 5, 2)), reduction="none")
+    check_loss(loss.compute(), oracle("cross_entropy", x, q, reduction="none")[0],
+               np.dtype(np.float64), "prob")
+    ign = da.full((6, 4), -100, chunks=(2, 2))
+    loss, grad = fa.nll_loss_and_grad(dx, ign)
+    assert np.isnan(loss.compute()) and not grad.compute().any()
+    bad = t.copy()
+    bad[5, 2] = 9
+    lazy = fa.cross_entropy(dx, da.from_array(bad, chunks=(2, 3)))  # built without error
+    with pytest.raises(IndexError, match=r"target value 9 at position \(5, 2\)"):
+        lazy.compute(scheduler="threads")
+
+
+def test_loss_errors_are_raised_eagerly():
+    x = da.ones((4, 3), chunks=2)
+    with pytest.raises(ValueError, match="fastact.cross_entropy: target has shape"):
+        fa.cross_entropy(x, da.zeros(3, dtype=np.int64, chunks=2))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        fa.mse_loss(x, x, reduction="avg")
+    with pytest.raises(TypeError, match="out= is not supported with dask"):
+        fa.mse_loss(x, x, reduction="none", out=np.empty((4, 3)))
+    with pytest.raises(ValueError, match="weight has shape"):
+        fa.binary_cross_entropy_with_logits(x, x, weight=np.ones(5))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        fa.cross_entropy_and_grad(x, da.zeros(4, dtype=np.int64, chunks=2), label_smoothing=2)
+
+
+def test_losses_on_local_cluster(cluster_client):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 7)).astype(np.float32)
+    t = rng.integers(0, 7, 40)
+    loss, grad = fa.cross_entropy_and_grad(da.from_array(x, chunks=(10, 4)),
+                                           da.from_array(t, chunks=10))
+    lv, gv = cluster_client.compute([loss, grad], sync=True)
+    want_loss, want_grad = oracle("cross_entropy", x, t)
+    check_loss(np.float32(lv), want_loss, np.dtype(np.float32), "cluster")
+    check_grad(np.asarray(gv), want_grad, np.dtype(np.float32), "cluster")
+    y = rng.uniform(0, 1, (40, 7)).astype(np.float32)
+    got = cluster_client.compute(fa.binary_cross_entropy_with_logits(
+        da.from_array(x, chunks=(10, 4)), da.from_array(y, chunks=(10, 4)), reduction="sum"),
+        sync=True)
+    check_loss(np.float32(got), oracle("binary_cross_entropy_with_logits", x, y,
+                                       reduction="sum")[0], np.dtype(np.float32), "cluster bce")

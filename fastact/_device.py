@@ -551,6 +551,19 @@ def _loss_vector(module, fname: str, argname: str, value, shape: tuple, host_con
     return _flat(_contiguous(module, d.arr, np.dtype(np.float64)))
 
 
+def _loss_out(fname: str, form: str, out, reduction: str, in_shape: tuple, loss_shape: tuple,
+              rdtype):
+    """A device ``out``: the gradient's (input-shaped) for the gradient forms, the unreduced
+    loss's for a forward with reduction='none' (refused otherwise, as on the host)."""
+    if form != "forward":
+        return check_out(fname, "out", out, in_shape, rdtype)
+    if out is not None and reduction != "none":
+        from . import api
+
+        raise api._loss_out_reduced(fname)
+    return check_out(fname, "out", out, loss_shape, rdtype)
+
+
 def _loss_result(module, ref: _Dev, values, shape: tuple, rdtype, out, reduction: str, *,
                  count=None, divisor: float = 0.0):
     """The loss as an array of ref's kind: the per-item float64 ``values`` rounded into a
@@ -594,16 +607,12 @@ def row_loss(name: str, form: str, fname: str, spec, grad_loss, input, target, w
         if is_device_array(weight):
             w = _loss_vector(module, fname, "weight", weight, (C,), None)
             if w.size != C:
-                raise ValueError(f"{fname}: weight has shape {as_device(fname, 'weight', weight).shape}, "
-                                 f"expected ({C},) (one weight per class)")
+                wshape = as_device(fname, "weight", weight).shape
+                raise ValueError(f"{fname}: weight has shape {wshape}, expected ({C},) (one "
+                                 "weight per class)")
         else:
             w = module.to_device(api._loss_class_weight(fname, weight, C))
-        if form != "forward":
-            outv = check_out(fname, "out", out, x.shape, rdtype)
-        else:
-            if out is not None and reduction != "none":
-                raise api._loss_out_reduced(fname)
-            outv = check_out(fname, "out", out, loss_shape, rdtype)
+        outv = _loss_out(fname, form, out, reduction, x.shape, loss_shape, rdtype)
         if form == "backward":
             g = _loss_vector(module, fname, "grad_loss", grad_loss, loss_shape,
                              lambda v: api._loss_grad_loss(fname, v, loss_shape))
@@ -680,12 +689,7 @@ def elementwise_loss(name: str, form: str, fname: str, spec, grad_loss, input, t
         w, pw = (_loss_vector(module, fname, argname, value, shape,
                               lambda v, a=argname: api._elementwise_weight(fname, a, v, shape, n))
                  for argname, value in (("weight", weight), ("pos_weight", pos_weight)))
-        if form != "forward":
-            outv = check_out(fname, "out", out, shape, rdtype)
-        else:
-            if out is not None and reduction != "none":
-                raise api._loss_out_reduced(fname)
-            outv = check_out(fname, "out", out, shape, rdtype)
+        outv = _loss_out(fname, form, out, reduction, shape, shape, rdtype)
         if form == "backward":
             g = _loss_vector(module, fname, "grad_loss", grad_loss, shape,
                              lambda v: api._loss_grad_loss(fname, v, shape))

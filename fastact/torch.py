@@ -14,8 +14,9 @@ fastact's one-pass backward kernels.
   (``fa.cross_entropy_and_grad``: one pass over the logits); ``backward`` only scales the saved
   gradient by the incoming one.  Training a classifier therefore reads the logits once.
 * Modules: ``ft.Activation("leaky_relu", negative_slope=0.1)`` is an ``nn.Module``.
-* CUDA tensors: TypeError, with a hint (the autograd bridge for CUDA tensors is not built yet;
-  the plain ``fa.*`` functions accept CUDA tensors and return CUDA tensors).
+* CUDA tensors go to fastact's ``cuda`` backend as they are (zero-copy through
+  ``__cuda_array_interface__``, on PyTorch's current stream; the ``cuda`` extra).  Not yet run
+  on a real GPU: ``tests/test_torch.py``'s ``gpu`` tests check it where one exists.
 
 Every function of this module is generated from fastact's registry, so new ops appear here
 without edits.
@@ -33,21 +34,28 @@ from . import _registry
 _SUPPORTED = (torch.float16, torch.float32, torch.float64)
 
 
-def _to_numpy(name: str, arg: str, t: torch.Tensor) -> np.ndarray:
+def _to_numpy(name: str, arg: str, t: torch.Tensor, floating: bool = True):
+    """A CPU tensor as a NumPy array (zero-copy); a CUDA tensor passes through detached (fastact
+    computes on it with the ``cuda`` backend and returns CUDA tensors, zero-copy through
+    ``__cuda_array_interface__``, on the current stream)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"fastact.torch.{name}: {arg} must be a torch.Tensor, got "
                         f"{type(t).__name__}")
-    if t.device.type != "cpu":
+    if t.device.type not in ("cpu", "cuda"):
         raise TypeError(f"fastact.torch.{name}: {arg} is on {t.device}; fastact.torch handles "
-                        "CPU tensors: use the torch.nn.functional op, call fastact's own "
-                        f"fa.{name} on the CUDA tensor (no autograd), or move it with .cpu()")
-    if t.dtype not in _SUPPORTED:
+                        "CPU and CUDA tensors: use the torch.nn.functional op, or move it with "
+                        ".cpu()")
+    if floating and t.dtype not in _SUPPORTED:
         raise TypeError(f"fastact.torch.{name}: {arg} has dtype {t.dtype}; fastact computes "
                         "float16, float32 and float64 (e.g. t.float())")
+    if t.device.type == "cuda":
+        return t.detach()
     return t.detach().numpy()
 
 
 def _from_numpy(a) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):  # a result computed on a CUDA tensor
+        return a
     return torch.from_numpy(np.asarray(a))
 
 
@@ -224,15 +232,15 @@ def log_softmax(input: torch.Tensor, dim: int = -1) -> torch.Tensor:
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, weight, ignore_index, reduction, label_smoothing):
-        t = target.detach().numpy() if target.dtype.is_floating_point is False else \
-            _to_numpy("cross_entropy", "target", target)
+        t = _to_numpy("cross_entropy", "target", target,
+                      floating=target.dtype.is_floating_point)
         w = None if weight is None else _to_numpy("cross_entropy", "weight", weight)
         loss, grad = fa.cross_entropy_and_grad(
             _to_numpy("cross_entropy", "input", logits), t, weight=w,
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
         ctx.reduction = reduction
         ctx.save_for_backward(_from_numpy(grad))
-        return _from_numpy(np.asarray(loss))
+        return _from_numpy(loss if isinstance(loss, torch.Tensor) else np.asarray(loss))
 
     @staticmethod
     def backward(ctx, grad_loss):

@@ -132,3 +132,33 @@ def test_gated_pairs_match_torch(name, reference):
     theirs = torch.autograd.grad(reference(a, b), (a, b), g)
     for m, t in zip(mine, theirs):
         torch.testing.assert_close(m, t, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA tensors (real GPU only): the same gradchecks on the device, results stay on the device
+# ------------------------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and "
+                                "a CUDA build of PyTorch")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_tensors_gradcheck_on_the_device():
+    pytest.importorskip("numba_cuda")
+    x = _input(shape=(6, 5)).detach().cuda().requires_grad_()
+    for fn in (ft.gelu, ft.sigmoid, lambda t: ft.softmax(t, dim=1),
+               lambda t: ft.leaky_relu(t, 0.1)):
+        y = fn(x)
+        assert y.is_cuda
+        assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-7)
+    target = torch.tensor([0, 4, 2, -100, 1, 3], device="cuda")
+    weight = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0], dtype=torch.float64, device="cuda")
+    kw = {"weight": weight, "label_smoothing": 0.1}
+    loss = ft.cross_entropy(x, target, **kw)
+    assert loss.is_cuda and loss.dim() == 0
+    torch.testing.assert_close(loss, F.cross_entropy(x, target, **kw))
+    assert torch.autograd.gradcheck(lambda t: ft.cross_entropy(t, target, **kw), (x,),
+                                    eps=1e-6, atol=1e-7)
+    w = torch.full((5,), 0.2, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(ft.prelu, (x, w), eps=1e-6, atol=1e-7)

@@ -28,7 +28,7 @@ Conventions shared by all formulas (DESIGN.md sections 3 and 4):
   sech^2 from ``exp(-2|x|)`` (no cancellation in ``1 - tanh^2`` for large |x|).
 """
 
-from math import copysign, erfc, expm1, fabs, ldexp
+from math import copysign, erfc, fabs, ldexp
 
 __all__ = [
     "pow2", "exp_poly",
@@ -88,6 +88,77 @@ def exp_poly(x):
     # 2^k as two factors, so subnormal results are rounded once, by the last multiplication
     k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
     return p * pow2(k1) * pow2(k - k1)
+
+
+# --- expm1 and log1p: branch-free, so the loops around them vectorise too -------------------
+# libm's expm1 and log1p are scalar calls; the ops that need them (elu, selu, celu: expm1;
+# softplus, log_sigmoid, BCE with logits: log1p of exp(-|x|)) ran at the speed of those calls
+# (benchmark group elementwise, float32 1e7, numba, 2 threads: elu 63 ms, softplus 186 ms before).
+
+def expm1_poly(x):
+    """e^x - 1 to ~1.5 ULP for every x (NaN kept, +inf above 709.78, -1 below -38).
+
+    exp_poly's reduction x = k ln2 + r, |r| <= ln2 / 2; expm1(r) = r + r^2 q(r) by its Taylor
+    series to r^13; then e^x - 1 = 2^k expm1(r) + (2^k - 1), evaluated as
+    (2^k1 expm1(r) + (2^k1 - 2^-k2)) 2^k2 with k = k1 + k2: the powers of two are exact, the
+    sum is rounded once, and neither factor overflows before the result does.
+    """
+    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    q = 1.0 / 6227020800.0
+    q = q * r + 1.0 / 479001600.0
+    q = q * r + 1.0 / 39916800.0
+    q = q * r + 1.0 / 3628800.0
+    q = q * r + 1.0 / 362880.0
+    q = q * r + 1.0 / 40320.0
+    q = q * r + 1.0 / 5040.0
+    q = q * r + 1.0 / 720.0
+    q = q * r + 1.0 / 120.0
+    q = q * r + 1.0 / 24.0
+    q = q * r + 1.0 / 6.0
+    q = q * r + 0.5
+    p = r + (r * r) * q
+    k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
+    t1 = pow2(k1)
+    t2 = pow2(k - k1)
+    v = (t1 * p + (t1 - pow2(k1 - k))) * t2
+    return x if fabs(x) < 5.551115123125783e-17 else v  # |x| < 2^-54: x itself (-0 and tiny)
+
+
+LOG1P_LN2_HI = 6.93147180369123816490e-01
+LOG1P_LN2_LO = 1.90821492927058770002e-10
+
+
+def log1p_poly_unit(u):
+    """log(1 + u) for u in [0, 1] (the ``log1p(exp(-|x|))`` of softplus and friends).
+
+    log(1 + u) = j ln2 + 2 atanh(s) with, for u <= 1/2, j = 0 and s = u / (2 + u) (<= 0.2),
+    else j = 1 and s = (u - 1) / (u + 3) (in (-1/7, 0]), both exact rewritings of
+    (m - 1) / (m + 1) for 1 + u = 2^j m that use u itself (no rounded 1 + u); the atanh series
+    to s^23 (truncation < 2e-17 relative).  The error in 2 + u is corrected to first order.
+    """
+    big = u > 0.5
+    num = u - 1.0 if big else u  # exact (Sterbenz) for u in (1/2, 1]
+    d = u + 3.0 if big else u + 2.0
+    de = ((3.0 if big else 2.0) - d) + u  # d's rounding error: d + de = 2 + u (or 3 + u)
+    hs = (num + num) / d  # 2 s, formed directly so that a subnormal u keeps its bits
+    hs = hs - hs * (de / d)
+    j = 1.0 if big else 0.0
+    s = 0.5 * hs
+    z = s * s
+    q = 1.0 / 23.0
+    q = q * z + 1.0 / 21.0
+    q = q * z + 1.0 / 19.0
+    q = q * z + 1.0 / 17.0
+    q = q * z + 1.0 / 15.0
+    q = q * z + 1.0 / 13.0
+    q = q * z + 1.0 / 11.0
+    q = q * z + 1.0 / 9.0
+    q = q * z + 1.0 / 7.0
+    q = q * z + 1.0 / 5.0
+    q = q * z + 1.0 / 3.0
+    return j * LOG1P_LN2_HI + ((hs * z * q + j * LOG1P_LN2_LO) + hs)
 
 
 def _step(x, at_most_zero, above_zero):
@@ -193,7 +264,7 @@ def leaky_relu_derivative_from_y(y, negative_slope):
 # --- elu: x if x > 0 else alpha * (exp_poly(x) - 1) --------------------------------------------------
 
 def elu(x, alpha):
-    return x if x > 0.0 else alpha * expm1(x)
+    return x if x > 0.0 else alpha * expm1_poly(x)
 
 
 def elu_derivative(x, alpha):
@@ -203,7 +274,7 @@ def elu_derivative(x, alpha):
 def elu_and_derivative(x, alpha):
     if x > 0.0:
         return x, 1.0
-    return alpha * expm1(x), alpha * exp_poly(x)
+    return alpha * expm1_poly(x), alpha * exp_poly(x)
 
 
 def elu_derivative_from_y(y, alpha):
@@ -238,7 +309,7 @@ def softplus(x, beta, limit):
     # PyTorch: x where beta * x > threshold (= limit), else log1p(exp(beta x)) / beta, computed
     # stably as (max(bx, 0) + log1p(exp(-|bx|))) / beta
     bx = beta * x
-    v = ((bx if bx > 0.0 else 0.0) + log1p(exp_poly(-fabs(bx)))) / beta
+    v = ((bx if bx > 0.0 else 0.0) + log1p_poly_unit(exp_poly(-fabs(bx)))) / beta
     return x if bx > limit else v
 
 
@@ -249,7 +320,7 @@ def softplus_derivative(x, beta, limit):
 
 def log_sigmoid(x):
     # -softplus(-x) = min(x, 0) - log1p(exp(-|x|))
-    return (x if x < 0.0 else 0.0) - log1p(exp_poly(-fabs(x)))
+    return (x if x < 0.0 else 0.0) - log1p_poly_unit(exp_poly(-fabs(x)))
 
 
 def log_sigmoid_derivative(x):
@@ -304,7 +375,7 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def selu(x):
-    return SELU_SCALE * (x if x > 0.0 else SELU_ALPHA * expm1(x))
+    return SELU_SCALE * (x if x > 0.0 else SELU_ALPHA * expm1_poly(x))
 
 
 def selu_derivative(x):
@@ -318,7 +389,7 @@ def selu_derivative_from_y(y):
 
 
 def celu(x, alpha):
-    return x if x > 0.0 else alpha * expm1(x / alpha)
+    return x if x > 0.0 else alpha * expm1_poly(x / alpha)
 
 
 def celu_derivative(x, alpha):
@@ -649,7 +720,7 @@ def binary_cross_entropy_with_logits_value(x, y, p):
     # x >= 0: (1 - y) x + l log1p(exp(-x));  x < 0: -p y x + l log1p(exp(x)).
     # A zero factor of an infinite x contributes 0 (the limit), not NaN.
     lw = 1.0 + (p - 1.0) * y
-    sp = log1p(exp_poly(-fabs(x)))
+    sp = log1p_poly_unit(exp_poly(-fabs(x)))
     a = (1.0 - y) if x >= 0.0 else -p * y
     lin = 0.0 if a == 0.0 else a * x
     return lin + (0.0 if lw == 0.0 else lw * sp)

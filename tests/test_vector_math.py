@@ -1,0 +1,117 @@
+"""The branch-free math helpers of ``fastact/_math.py`` (exp_poly, expm1_poly, log1p_poly_unit)
+over their whole ranges, as the Numba backend compiles them, against ``np.longdouble``
+(x86's 80-bit extended precision: 11 more bits than float64, checked in test_accuracy).
+
+* float32: a strided sweep over every 1021st float32 bit pattern (about 4.2 million values,
+  both signs, subnormals, the overflow edges), evaluated in float64 and rounded to float32 as
+  the kernels do: within 0.501 ULP of the correctly rounded float32 value;
+* float64: random points (uniform and log-uniform), the range edges and special values.
+
+The Cython backend compiles the same function bodies (tests/test_cython_codegen.py); the
+op-level accuracy tests (test_accuracy.py) run every backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastact.kernels import numba_cpu
+
+LONG = np.longdouble
+
+#: helper -> (reference on longdouble, input domain, float64 bound in ULP)
+HELPERS = {
+    "exp_poly": (np.exp, (-np.inf, np.inf), 1.5),
+    "expm1_poly": (np.expm1, (-np.inf, np.inf), 2.0),
+    "log1p_poly_unit": (np.log1p, (0.0, 1.0), 1.6),
+}
+
+
+@njit
+def _apply(f, x, out):
+    for i in range(x.size):
+        out[i] = f(x[i])
+
+
+def evaluate(name, x):
+    out = np.empty(x.shape, np.float64)
+    _apply(numba_cpu.FORMULAS[name], np.ascontiguousarray(x, np.float64), out)
+    return out
+
+
+def ulp_error(got, ref, dtype):
+    """|got - ref| in ULP of the exact value's dtype spacing (finite references only)."""
+    with np.errstate(all="ignore"):
+        spacing = np.spacing(np.abs(ref.astype(dtype))).astype(LONG)
+        return np.abs((got.astype(LONG) - ref) / spacing).astype(np.float64)
+
+
+def in_domain(name, x):
+    lo, hi = HELPERS[name][1]
+    return x[(x >= lo) & (x <= hi)]
+
+
+@pytest.mark.parametrize("name", HELPERS)
+def test_float32_bit_pattern_sweep(name):
+    bits = np.arange(0, 2**32, 1021, dtype=np.uint64).astype(np.uint32)
+    with np.errstate(invalid="ignore"):  # signalling NaN patterns (NaN: test_special_values)
+        x = bits.view(np.float32).astype(np.float64)
+    x = in_domain(name, x)  # (NaN is outside every domain)
+    with np.errstate(over="ignore"):  # rounding to float32 overflows to inf, as in the kernels
+        got = evaluate(name, x).astype(np.float32)
+    with np.errstate(all="ignore"):
+        ref = HELPERS[name][0](x.astype(LONG))
+    with np.errstate(over="ignore"):
+        ref32 = ref.astype(np.float32)
+    fin = np.isfinite(ref32)
+    err = ulp_error(got[fin], ref[fin], np.float32)
+    worst = int(np.argmax(err))
+    assert err[worst] <= 0.501, f"{name}: {err[worst]:.3f} ULP at x = {x[fin][worst]!r}"
+    # where float32 overflows, the result is inf of the right sign (never NaN)
+    np.testing.assert_array_equal(got[~fin], ref32[~fin])
+
+
+@pytest.mark.parametrize("name", HELPERS)
+def test_float64_random_and_edges(name):
+    rng = np.random.default_rng(7)
+    lo, hi = HELPERS[name][1]
+    span = (max(lo, -750.0), min(hi, 710.0))
+    x = np.concatenate([
+        rng.uniform(*span, 1_000_000),
+        rng.uniform(max(span[0], -1.0), min(span[1], 1.0), 1_000_000),
+        10.0 ** rng.uniform(-320, 0, 300_000) * (1 if lo >= 0 else rng.choice([-1, 1], 300_000)),
+    ])
+    x = in_domain(name, x)
+    got = evaluate(name, x)
+    with np.errstate(all="ignore"):
+        ref = HELPERS[name][0](x.astype(LONG))
+    with np.errstate(over="ignore"):
+        ref64 = ref.astype(np.float64)
+    fin = np.isfinite(ref64)
+    err = ulp_error(got[fin], ref[fin], np.float64)
+    worst = int(np.argmax(err))
+    bound = HELPERS[name][2]
+    assert err[worst] <= bound, f"{name}: {err[worst]:.3f} ULP at x = {x[fin][worst]!r}"
+    np.testing.assert_array_equal(got[~fin], ref64[~fin])
+
+
+SPECIALS = {
+    "exp_poly": [(np.nan, np.nan), (np.inf, np.inf), (-np.inf, 0.0), (0.0, 1.0),
+                 (709.79, np.inf), (-745.2, 0.0), (-745.0, 5e-324)],
+    "expm1_poly": [(np.nan, np.nan), (np.inf, np.inf), (-np.inf, -1.0), (0.0, 0.0),
+                   (-0.0, -0.0), (5e-324, 5e-324), (-1e-300, -1e-300), (709.79, np.inf),
+                   (-40.0, -1.0)],
+    "log1p_poly_unit": [(0.0, 0.0), (5e-324, 5e-324), (1e-300, 1e-300), (1.0, np.log(2.0)),
+                        (np.nan, np.nan)],
+}
+
+
+@pytest.mark.parametrize("name", HELPERS)
+def test_special_values(name):
+    x = np.array([v for v, _ in SPECIALS[name]])
+    want = np.array([w for _, w in SPECIALS[name]])
+    got = evaluate(name, x)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want)), f"{name}: sign of zero"

@@ -20,25 +20,14 @@ from numba import cuda
 import fastact as fa
 from fastact.kernels import numba_cuda as nc
 
-from test_losses import (ELEM, F32, F64, LOSSES, ROW, check_grad, check_loss, make_inputs,
-                         oracle, oracle_kwargs, reductions)
+from test_cuda_backend import _error_of, dev, host, is_numba_device
+from test_losses import (F32, F64, LOSSES, ROW, check_grad, check_loss, make_inputs, oracle,
+                         oracle_kwargs, reductions)
 
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "").strip() == "1"
 gpu = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(SIMULATED, reason="needs a real CUDA GPU (this run uses the CUDA "
                                "simulator, which computes with float64 Python rules)")
-
-
-def dev(a):
-    return cuda.to_device(np.array(a, order="C"))
-
-
-def host(d):
-    return d.copy_to_host()
-
-
-def is_numba_device(obj) -> bool:
-    return type(obj).__module__.startswith("numba") and hasattr(obj, "copy_to_host")
 
 
 def loss_host(value, reduction, dtype, what):
@@ -229,14 +218,6 @@ def test_empty_all_ignored_and_infinite_limits():
                                        backend="numpy")
     np.testing.assert_array_equal(host(loss), hl)
     np.testing.assert_allclose(host(grad), hg, rtol=1e-15)
-
-
-def _error_of(call):
-    try:
-        call()
-    except Exception as exc:  # noqa: BLE001 - comparing what each path raises
-        return type(exc), str(exc)
-    return None
 
 
 def _loss_error_cases(mk):

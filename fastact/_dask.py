@@ -319,29 +319,16 @@ def loss(name: str, form: str, fname: str, grad_loss, input, target, kwargs: dic
             ax = (1 if ndim >= 2 else 0) if axis is None else _validate.normalize_axis(
                 fname, axis, ndim)
         except (TypeError, ValueError, IndexError):
-            ax = None  # the meta call below raises the NumPy path's error
+            ax = None  # _row_loss_checks below raises the NumPy path's error
     shape = tuple(x.shape)
     C = shape[ax] if ax is not None and ndim else 0
     x_meta = np.empty(tuple(C if i == ax else 0 for i in range(ndim)), x.dtype)
     prob = row and np.dtype(t.dtype).kind == "f"
-    if row and not prob and ax is not None:
-        t_meta = np.empty((0,) * max(t.ndim, 0), t.dtype) if t.ndim == ndim - 1 else \
-            np.empty(tuple(t.shape), t.dtype) if not is_dask(t) else np.empty((0,) * t.ndim,
-                                                                                t.dtype)
-    else:
-        t_meta = np.empty(x_meta.shape if t.ndim == ndim else (0,) * t.ndim, t.dtype)
     weights = {k: kw.pop(k) for k in ("weight", "pos_weight") if k in kw and not row}
-    for k, v in weights.items():  # element weights: broadcast to the input's shape here
-        if v is not None and not np.isscalar(v) and _size(v) != 1:
-            try:
-                np.broadcast_shapes(np.shape(v), shape)
-            except ValueError:
-                raise ValueError(f"{fname}: {k} has shape {np.shape(v)}, which does not "
-                                 f"broadcast to the input's shape {shape}") from None
     if row and is_dask(kw.get("weight")):
-        kw["weight"] = np.asarray(kw["weight"].compute())
-    # eager validation: the shape checks on the real shapes, then every other check of the
-    # NumPy path on empty arrays
+        kw["weight"] = np.asarray(kw["weight"].compute())  # C values
+    # eager validation: the shape checks on the real shapes (as the NumPy path, first), then
+    # every other check of the NumPy path on empty arrays
     if row:
         args = {k: kw.get(k) for k in ("reduction", "ignore_index", "label_smoothing", "axis")}
         api._row_loss_checks(name, fname, spec, shape, np.dtype(t.dtype), tuple(t.shape),
@@ -350,6 +337,15 @@ def loss(name: str, form: str, fname: str, grad_loss, input, target, kwargs: dic
                              args["axis"])
     else:
         _validate.same_shape(fname, {"input": x, "target": t})
+    for k, v in weights.items():  # element weights: broadcast to the input's shape below
+        if v is not None and not np.isscalar(v) and _size(v) != 1:
+            try:
+                np.broadcast_shapes(np.shape(v), shape)
+            except ValueError:
+                raise ValueError(f"{fname}: {k} has shape {np.shape(v)}, which does not "
+                                 f"broadcast to the input's shape {shape}") from None
+    # (the shapes passed: class targets have the loss shape, the rest the input's)
+    t_meta = np.empty((0,) * t.ndim if row and not prob else x_meta.shape, t.dtype)
     meta_w = {k: (None if v is None or _size(v) != 1 or is_dask(v) else v)
               for k, v in weights.items()}
     lmeta = forward(x_meta, t_meta, **{**kw, "reduction": "none"}, **meta_w)
@@ -442,8 +438,10 @@ def loss(name: str, form: str, fname: str, grad_loss, input, target, kwargs: dic
                 float(shape[0] if shape else 1)
     if form != "backward" and reduction != "none":
         value = value.sum()  # dask's tree reduction of float64 block sums
-        if count is not None:  # 'mean' of nothing: NaN, as on the NumPy path
-            value = value / count if is_dask(count) or count else value * np.nan
+        if is_dask(count):  # 'mean' of only ignored targets: NaN, as on the NumPy path
+            value = da.where(count != 0, value / da.where(count != 0, count, 1.0), np.nan)
+        elif count is not None:  # 'mean' of nothing: NaN
+            value = value / count if count else value * np.nan
         value = value.astype(rdtype)
         if form == "forward":
             return value

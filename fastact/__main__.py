@@ -5,9 +5,10 @@
 * ``bench`` -- fastact's automatic backend against the plain NumPy expressions, with
   ``np.copyto`` of the same bytes as the memory-bandwidth yardstick (see ``fastact._bench``).
 * ``plot``  -- activation functions and their derivatives drawn to a PNG (``fastact._plot``).
+* ``tune``  -- re-measure the dispatch table (numba or cython per function, dtype and size) on
+  this machine and store it in the cache directory (``fastact._tuning``).
 
-``tune`` (re-measure the dispatch thresholds) comes in a later issue: each subcommand is one
-``_add_<name>`` function registered in :data:`SUBCOMMANDS` below.  The work lives in importable
+Each subcommand is one ``_add_<name>`` function registered in :data:`SUBCOMMANDS` below.  The work lives in importable
 modules (``fastact._bench`` ...); this file only parses arguments and prints.
 """
 
@@ -68,6 +69,16 @@ def _info_text(info: dict) -> str:
         f"cache dir: {cache} "
         f"({'writable' if _config.writable_dir(cache) else 'not writable: no disk cache'})",
     ]
+    dispatch = info.get("dispatch", {})
+    if dispatch.get("source"):
+        lines.append(f"dispatch table: {dispatch['source']} (measured {dispatch.get('measured')} "
+                     f"on {dispatch.get('machine')}, {dispatch.get('threads')} threads; "
+                     f"{dispatch.get('entries')} function/dtype entries)")
+        others = dispatch.get("not_numba") or []
+        lines.append(f"  not numba ({len(others)}):" if others else "  numba everywhere")
+        lines += [f"    {entry}" for entry in others]
+    else:
+        lines.append(f"dispatch table: none ({dispatch.get('why')}); priority order only")
     return "\n".join(lines)
 
 
@@ -192,18 +203,113 @@ def _add_plot(sub) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# tune
+# ------------------------------------------------------------------------------------------------
+
+class ProgressBar:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, else a line per
+    10%)."""
+
+    def __init__(self, title: str, stream=None, width: int = 30):
+        self.title, self.stream, self.width = title, stream or sys.stderr, width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last_decile = -1
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        frac = done / total if total else 1.0
+        if self.tty:
+            filled = int(round(frac * self.width))
+            bar = "#" * filled + "." * (self.width - filled)
+            end = "\n" if done >= total else ""
+            print(f"\r{self.title} [{bar}] {100 * frac:3.0f}% {what:<40.40}", end=end,
+                  file=self.stream, flush=True)
+        elif int(frac * 10) != self.last_decile:
+            self.last_decile = int(frac * 10)
+            print(f"{self.title}: {100 * frac:3.0f}% ({what})", file=self.stream, flush=True)
+
+
+def _cmd_tune(args) -> int:
+    from . import _dispatch, _tuning
+
+    if args.show:
+        table = _dispatch.dispatch_table()
+        if table is None:
+            print(f"no dispatch table: {_dispatch.backend_info()['dispatch']['why']}")
+            return 0
+        print(f"dispatch table: {table.source}")
+        print(_tuning.report(table.data) if "timings" in table.data else
+              json.dumps(table.data["choices"], indent=1))
+        return 0
+    if not _dispatch.available("numba") or not _dispatch.available("cython"):
+        print("fastact tune: nothing to choose from: tuning compares the numba and cython "
+              "backends and one is unavailable (see `python -m fastact info`)", file=sys.stderr)
+        return 2
+    sizes = args.sizes or (_tuning.SIZES + (_tuning.FULL_EXTRA if args.full else ()))
+    cases = None
+    if args.functions:
+        wanted = set(args.functions)
+        cases = [(op, form) for op, form in _tuning.functions()
+                 if op in wanted or _registry_name(op, form) in wanted]
+        if not cases:
+            raise ValueError(f"no function matches {' '.join(args.functions)}")
+    path = args.output or _tuning.user_table_path()
+    print(f"measuring numba against cython for {len(cases or _tuning.functions())} functions, "
+          f"{', '.join(args.dtypes)}, at {', '.join(f'{s:,}' for s in sizes)} elements "
+          f"(kernels are compiled or loaded first) ...", file=sys.stderr, flush=True)
+    data = _tuning.measure(cases, args.dtypes, sizes, args.min_time, ProgressBar("tune"))
+    _tuning.write(data, path)
+    _dispatch.reload_dispatch_table()
+    print(_tuning.report(data))
+    print(f"compile/load {data['compile_s']:.1f} s, total {data['total_s']:.1f} s; "
+          f"table written to {path}")
+    return 0
+
+
+def _registry_name(op: str, form: str) -> str:
+    from . import _registry
+
+    return _registry.get(op).public_name(form)
+
+
+def _add_tune(sub) -> None:
+    from . import _tuning
+
+    p = sub.add_parser(
+        "tune", help="measure which backend is fastest per function, dtype and size here",
+        description="Time the automatic call of every function with the numba and with the "
+                    "cython backend, on float32 and float64 arrays of several sizes, and store "
+                    "the winners as this machine's dispatch table in the cache directory (see "
+                    "`python -m fastact info`). Automatic dispatch uses it from the next call.")
+    p.add_argument("--full", action="store_true",
+                   help=f"also measure {', '.join(f'{s:,}' for s in _tuning.FULL_EXTRA)} "
+                        "elements (slower)")
+    p.add_argument("--sizes", nargs="+", type=_size, metavar="N", help="element counts")
+    p.add_argument("--dtypes", nargs="+", choices=("float32", "float64"),
+                   default=["float32", "float64"])
+    p.add_argument("--functions", nargs="+", metavar="NAME",
+                   help="only these ops or functions (e.g. gelu softmax_backward)")
+    p.add_argument("--min-time", type=float, default=0.01, metavar="S",
+                   help="seconds per measurement (best of N calls; default 0.01)")
+    p.add_argument("--output", metavar="FILE",
+                   help="write the table here instead of the cache directory (use it with "
+                        "FASTACT_DISPATCH_TABLE=FILE)")
+    p.add_argument("--show", action="store_true",
+                   help="print the active table and measure nothing")
+    p.set_defaults(func=_cmd_tune)
+
+
+# ------------------------------------------------------------------------------------------------
 # subcommands
 # ------------------------------------------------------------------------------------------------
 
-#: One ``_add_<name>(subparsers)`` per subcommand.  ``tune`` (re-measure the dispatch table
-#: into the cache dir) comes with the performance issue.
-SUBCOMMANDS = (_add_info, _add_bench, _add_plot)
+#: One ``_add_<name>(subparsers)`` per subcommand.
+SUBCOMMANDS = (_add_info, _add_bench, _add_plot, _add_tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastact", description="fastact: fast activation functions for NumPy arrays")
-    sub = parser.add_subparsers(dest="command", metavar="{info,bench,plot}")
+    sub = parser.add_subparsers(dest="command", metavar="{info,bench,plot,tune}")
     sub.required = True
     for add in SUBCOMMANDS:
         add(sub)

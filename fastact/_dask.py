@@ -104,6 +104,25 @@ def _eager_meta(fn, args, kwargs, found, shape):
     return fn(*margs, **mkw)
 
 
+def _pin_backend(fn, kwargs: dict, arrays, dtype) -> dict:
+    """``kwargs`` with ``backend`` set to what automatic dispatch picks for the *whole* array.
+
+    Automatic dispatch may choose a backend by size (the dispatch table), and a block is
+    smaller than the array: every block runs the whole array's choice, so a dask result is
+    bitwise the NumPy call's.  Only for NumPy-backed dask arrays (a CuPy-backed one keeps
+    automatic dispatch, which sends device blocks to the cuda backend).
+    """
+    if kwargs.get("backend") is not None or not all(
+            isinstance(getattr(a, "_meta", None), np.ndarray) for a in arrays):
+        return kwargs
+    from . import _dispatch, _validate
+
+    size = math.prod(arrays[0].shape)
+    cdtype = _validate.compute_dtype(np.dtype(dtype))
+    name = _dispatch.resolve(None, key=fn.__name__, dtype=cdtype.name, size=size)[0]
+    return {**kwargs, "backend": name}
+
+
 def _broadcast_masks(fn, args, kwargs: dict, names) -> dict:
     """Keyword operands that broadcast to the input (``where``) become full-shape dask arrays,
     so each block gets its own part of the mask."""
@@ -138,6 +157,8 @@ def elementwise(fn, args: tuple, kwargs: dict, *, row_axis=None, channel_weight=
     found, shape, da = _split(fn, args, kwargs, skip=(channel_weight,))
     meta = _eager_meta(fn, args, kwargs, found, shape)
     arrays = [a for _, _, a in found]
+    kwargs = _pin_backend(fn, kwargs, arrays,
+                          (meta[0] if isinstance(meta, tuple) else meta).dtype)
     chunks = arrays[0].chunks
     if row_axis is not None and len(shape):
         ax = row_axis % len(shape)
@@ -178,6 +199,7 @@ def reduce_rows(fn, args: tuple, kwargs: dict, *, axis: int, keepdims: bool, bro
     found, shape, da = _split(fn, args, kwargs)
     meta = _eager_meta(fn, args, kwargs, found, shape)
     arrays = [a for _, _, a in found]
+    kwargs = _pin_backend(fn, kwargs, arrays, meta.dtype)
 
     def block(*blocks):
         bargs, bkw = _substitute(args, kwargs, found, blocks)

@@ -1,10 +1,12 @@
 """Backend selection: availability probes, precedence, threads.
 
 Precedence (DESIGN.md section 2): ``backend=`` argument > :func:`use_backend` context >
-``FASTACT_BACKEND`` > automatic.  Automatic dispatch takes the first available backend of
-:data:`HOST_PRIORITY` and falls back quietly (a debug log line); an explicitly requested backend
-that is unavailable raises :class:`BackendUnavailable`.  Backends are imported on first use, so
-``import fastact`` imports no optional dependency and compiles nothing.
+``FASTACT_BACKEND`` > automatic.  Automatic dispatch for host arrays asks the measured dispatch
+table (``fastact._tuning``: the backend per function, dtype and size) and otherwise takes the
+first available backend of :data:`HOST_PRIORITY`, falling back quietly (a debug log line); an
+explicitly requested backend that is unavailable raises :class:`BackendUnavailable`.  Backends
+are imported on first use, so ``import fastact`` imports no optional dependency and compiles
+nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ log = logging.getLogger("fastact")
 
 #: Every backend name fastact knows, in automatic-priority order.
 KNOWN = ("cuda", "numba", "cython", "numpy")
-#: Automatic choice for host (NumPy) arrays.  (Size-aware tuning replaces this in issue 7.)
+#: Automatic choice for host (NumPy) arrays where the dispatch table says nothing.
 HOST_PRIORITY = ("numba", "cython", "numpy")
 
 _MODULES = {
@@ -155,12 +157,58 @@ def use_backend(name: str | None):
         _context.reset(token)
 
 
-def resolve(backend: str | None, device: bool = False) -> tuple[str, object]:
+# ------------------------------------------------------------------------------------------------
+# the measured dispatch table (fastact._tuning)
+# ------------------------------------------------------------------------------------------------
+
+_table_state: dict = {"loaded": False, "table": None, "why": ""}
+#: Called with no arguments whenever the active table changes (the API's fast-path tables).
+TABLE_LISTENERS: list = []
+
+
+def dispatch_table():
+    """The active :class:`fastact._tuning.DispatchTable`, or None (loaded on first use)."""
+    if not _table_state["loaded"]:
+        from . import _tuning
+
+        table, why = _tuning.load()
+        if table is not None and _uses_unthreaded_cython(table):
+            table, why = None, (f"{table.source} not used: the Cython extension was built "
+                                "without OpenMP, unlike the one the table was measured with")
+        _table_state.update(loaded=True, table=table, why=why)
+    return _table_state["table"]
+
+
+def _uses_unthreaded_cython(table) -> bool:
+    module = _load("cython")
+    return (module is not None and hasattr(module, "info")
+            and module.info().get("openmp") is False
+            and "cython" in table.data.get("backends", ("cython",)))
+
+
+def set_dispatch_table(table) -> None:
+    """Make ``table`` (a ``DispatchTable`` or None for priority order only) the active one."""
+    _table_state.update(loaded=True, table=table, why="" if table is not None else "set to None")
+    for listener in TABLE_LISTENERS:
+        listener()
+
+
+def reload_dispatch_table() -> None:
+    """Forget the active table; the next automatic call loads it again (after ``tune``)."""
+    _table_state.update(loaded=False, table=None, why="")
+    for listener in TABLE_LISTENERS:
+        listener()
+
+
+def resolve(backend: str | None, device: bool = False, key: str | None = None,
+            dtype: str | None = None, size: int = 0) -> tuple[str, object]:
     """(name, kernel module) for a call, applying the precedence rules.
 
     ``device=True`` (the inputs are CUDA device arrays): automatic dispatch picks ``cuda``,
     the only backend that computes on device arrays; a host backend requested explicitly (or by
-    the context / environment) is refused by the caller (``fastact._device``).
+    the context / environment) is refused by the caller (``fastact._device``).  For host
+    arrays, ``key`` (the public function's name), ``dtype`` (the compute dtype's name) and
+    ``size`` (elements) look up the measured dispatch table.
     """
     requested = backend if backend is not None else (_context.get() or _config.BACKEND)
     if requested is not None:
@@ -174,6 +222,14 @@ def resolve(backend: str | None, device: bool = False) -> tuple[str, object]:
         if module is None:
             raise _unavailable("cuda")
         return "cuda", module
+    if key is not None:
+        table = _table_state["table"] if _table_state["loaded"] else dispatch_table()
+        if table is not None:
+            name = table.choice(key, dtype, size)
+            if name is not None and name in HOST_PRIORITY:
+                module = _load(name)
+                if module is not None:
+                    return name, module
     for name in HOST_PRIORITY:
         module = _load(name)
         if module is not None:
@@ -182,13 +238,43 @@ def resolve(backend: str | None, device: bool = False) -> tuple[str, object]:
 
 
 def select_backend(op_name: str, *arrays, backend: str | None = None) -> str:
-    """The backend automatic dispatch (with the current context/environment) would use."""
+    """The backend automatic dispatch (with the current context/environment) would use.
+
+    ``op_name`` is an op (``"sigmoid"``: its forward function) or a public function name
+    (``"sigmoid_backward"``, ``"cross_entropy_and_grad"``); the first array's size and the
+    result dtype of all of them look up the dispatch table.
+    """
+    import numpy as np
+
+    from . import _device, _validate
+
+    key = _function_key(op_name)
+    if any(_device.is_device_array(a) for a in arrays):
+        return resolve(backend, device=True)[0]
+    named = [np.asarray(a) for a in arrays]
+    floats = [a for a in named if a.dtype.kind == "f"]
+    if not floats:
+        return resolve(backend, key=key, dtype="float64", size=named[0].size if named else 0)[0]
+    try:
+        dtype = _validate.compute_dtype(_validate.result_dtype(*floats)).name
+    except KeyError:  # a dtype the functions convert first (big-endian, longdouble)
+        dtype = "float64"
+    return resolve(backend, key=key, dtype=dtype, size=named[0].size)[0]
+
+
+def _function_key(name: str) -> str:
+    """The dispatch-table key (public function name) of an op or function name."""
     from . import _registry
 
-    _registry.get(op_name)
-    from . import _device
-
-    return resolve(backend, device=any(_device.is_device_array(a) for a in arrays))[0]
+    if name in _registry.OPS_BY_NAME:
+        spec = _registry.OPS_BY_NAME[name]
+        return spec.public_name("forward" if "forward" in spec.forms else spec.forms[0])
+    for spec in _registry.OPS:
+        for form in spec.forms:
+            if spec.public_name(form) == name:
+                return name
+    _registry.get(name)  # raises the registry's "unknown op" error
+    return name  # pragma: no cover
 
 
 def _default_threads() -> int:
@@ -241,6 +327,9 @@ def backend_info() -> dict:
         "default": _config.default_threads(),
         "limits": _config.thread_limits(),
     }
+    table = dispatch_table()
+    info["dispatch"] = (table.summary() if table is not None
+                        else {"source": None, "why": _table_state["why"]})
     info["selected"] = {
         "automatic": next((n for n in HOST_PRIORITY if info[n]["available"]), None),
         "FASTACT_BACKEND": _config.BACKEND,

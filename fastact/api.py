@@ -51,8 +51,9 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
                          "the output); pass x= instead")
     if form == "backward_from_y" and not spec.y_backward(dict(zip(spec.param_names, params))):
         raise ValueError(f"{fname}: y= needs {spec.y_backward_rule}; pass x= instead")
-    module = _dispatch.resolve(backend)[1]
-    _fast_fill(_KERNELS[name, form], backend, module)
+    key = fname[len(_PREFIX):]
+    module = _dispatch.resolve(backend, key=key, dtype=cdtype.name, size=math.prod(shape))[1]
+    _fast_fill(_KERNELS[name, form], key, backend, module)
     flats = [_validate.flat(a, cdtype) for a in named]
     buffers = [_validate.kernel_buffer(o, shape, cdtype, flats) for o in outs]
     if flats[0].size:
@@ -128,7 +129,8 @@ def _prelu(form: str, arrays: dict, weight, out, backend):
         gw_out = _validate.check_out(fname, "out[1]", out[1], wshape, gw_dtype)
     else:
         outs = (_validate.check_out(fname, "out", out, shape, rdtype),)
-    _, module = _dispatch.resolve(backend)
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+                                  size=math.prod(shape))
     flats = [_validate.flat(a, cdtype) for a in named.values()]
     buffers = [_validate.kernel_buffer(o, shape, cdtype, flats + [w]) for o in outs]
     kernel_outs = [b.reshape(-1) for b in buffers]
@@ -189,7 +191,8 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
     rows = math.prod(shape) // width if width else math.prod(s for i, s in enumerate(shape)
                                                            if i != ax)
     mask = _row_mask(fname, where, shape, ax, rows, width)
-    _, module = _dispatch.resolve(backend)
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+                                  size=rows * width)
 
     def to_rows(a, dtype):
         moved = np.moveaxis(a, ax, -1) if ndim else a
@@ -382,35 +385,43 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
         # small-array fast path (see _fast_fill): a C-contiguous native float32/float64 array,
         # no out/backend/context override -> the serial Numba kernel, straight away
         fast = (f"    if type(x) is _ndarray and out is None and backend is None:\n"
-                f"        kernel = _FAST[{spec.name + '_' + form!r}].get(x.dtype)\n"
-                f"        if (kernel is not None and x.size < _FAST_LIMIT[0] and "
-                f"x.flags.c_contiguous\n"
+                f"        fast = _FAST[{spec.name + '_' + form!r}].get(x.dtype)\n"
+                f"        if (fast is not None and x.size < fast[1] and x.flags.c_contiguous\n"
                 f"                and _context_get() is None):\n"
                 f"            y = _empty(x.shape, x.dtype)\n"
-                f"            kernel(x.reshape(-1), y.reshape(-1))\n"
+                f"            fast[0](x.reshape(-1), y.reshape(-1))\n"
                 f"            return y\n")
     return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n{fast}"
             f"    return _elementwise({spec.name!r}, {form!r}, {{'x': x}}, {values}, out, "
             f"backend)\n")
 
 
-#: kernel name -> {dtype: serial Numba kernel}: the fast path's table, filled by the first call
-#: that takes the normal path with automatic dispatch (so the choice is the dispatcher's).
+#: kernel name -> {dtype: (serial Numba kernel, size limit)}: the fast path's table, filled by
+#: the first call that takes the normal path with automatic dispatch (so the choice is the
+#: dispatcher's), emptied when the dispatch table changes.
 _FAST: dict = {f"{op.name}_{form}": {} for op in _registry.elementwise_ops()
                for form in ("forward", "derivative")}
-_FAST_LIMIT = [0]  # elements; the Numba backend's parallel threshold once it is loaded
 _ndarray, _empty, _context_get = np.ndarray, np.empty, _dispatch._context.get
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _fast_fill(kernel_name: str, backend, module) -> None:
+def _clear_fast_path() -> None:
+    for table in _FAST.values():
+        table.clear()
+
+
+_dispatch.TABLE_LISTENERS.append(_clear_fast_path)
+
+
+def _fast_fill(kernel_name: str, key: str, backend, module) -> None:
     """Record the serial kernel for the fast path, when automatic dispatch chose Numba.
 
     The fast path runs exactly what the normal path would run for a small C-contiguous
     float32/float64 array: the same kernel (``_pick`` calls the serial twin below the
-    parallel threshold), the same validation outcome (nothing to check for such an array and
-    an op without parameters).  Measured: ``fa.relu`` on 1,000 float32 elements 7.3 -> ~1 us
-    (``np.maximum(x, 0)`` ~0.9 us); the benchmark group is ``relu-forward-float32-1000``.
+    parallel threshold; the dispatch table's Numba range caps the size too), the same
+    validation outcome (nothing to check for such an array and an op without parameters).
+    Measured: ``fa.relu`` on 1,000 float32 elements 7.3 -> ~1 us (``np.maximum(x, 0)`` ~0.9 us);
+    the benchmark group is ``relu-forward-float32-1000``.
     """
     table = _FAST.get(kernel_name)
     if (table is None or backend is not None or _dispatch._context.get() is not None
@@ -418,10 +429,16 @@ def _fast_fill(kernel_name: str, backend, module) -> None:
             or getattr(module, "__name__", "") != "fastact.kernels.numba_cpu"):
         return
     serial = getattr(getattr(module, kernel_name), "serial", None)
-    if serial is None:  # a wrapped kernel (tests recording calls): no shortcut around it
-        return
-    _FAST_LIMIT[0] = module.PARALLEL_THRESHOLD
-    table.update(dict.fromkeys(_FAST_DTYPES, serial))
+    threshold = module.PARALLEL_THRESHOLD
+    # (a call inside fastact.warmup sees a temporary threshold of 0 or 2**62: not recorded)
+    if serial is None or threshold != _dispatch._config.PARALLEL_THRESHOLD:
+        return  # (no serial twin: a wrapped kernel, tests recording calls; no shortcut)
+    dispatch = _dispatch.dispatch_table()
+    for dtype in _FAST_DTYPES:
+        limit = threshold if dispatch is None else min(
+            threshold, dispatch.limit(key, dtype.name, "numba"))
+        if limit > 0:
+            table[dtype] = (serial, limit)
 
 
 def _define_elementwise() -> None:
@@ -532,7 +549,8 @@ def _gated(name: str, form: str, arrays: dict, param_values: dict, axis, out, ba
         outs = (_validate.check_out(fname, "out", out, in_shape, rdtype),)
     else:
         outs = _validate.check_out_pair(fname, out, in_shape, rdtype)
-    module = _dispatch.resolve(backend)[1]
+    module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+                               size=rows * width)[1]
     flats = {k: _validate.flat(a, cdtype) for k, a in named.items()}
     shape = out_shape if form == "forward" else in_shape
     buffers = [_validate.kernel_buffer(o, shape, cdtype, list(flats.values())) for o in outs]
@@ -793,7 +811,8 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
         t = np.ascontiguousarray(t)
         keep = t != ignore_index
         count = float(np.sum(w[t[keep]])) if rows else 0.0
-    _, module = _dispatch.resolve(backend)
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+                                  size=x.size)
     last = ax == x.ndim - 1
 
     def to_rows(a, dtype):
@@ -922,7 +941,7 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
             raise _input_range_error(fname, spec, float(xf[k]), k, shape)
     count = float(n) if reduction != "batchmean" else float(shape[0] if shape else 1)
     scale = (1.0 / count if count else math.nan) if reduction in ("mean", "batchmean") else 1.0
-    _, module = _dispatch.resolve(backend)
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name, size=n)
     nb = (n + _LOSS_BLOCK - 1) // _LOSS_BLOCK
     partial = np.zeros(nb, np.float64)
     none = reduction == "none"

@@ -138,15 +138,15 @@ def test_backend_info():
 # precedence: argument > use_backend > FASTACT_BACKEND > automatic
 # ------------------------------------------------------------------------------------------------
 
-OBSERVED_CALLS = [
+OBSERVED_CALLS = [  # (function name as the dispatch table knows it, call)
     ("sigmoid", lambda b, x: fa.sigmoid(x, backend=b)),
-    ("relu", lambda b, x: fa.relu_backward(x, y=x, backend=b)),
-    ("prelu", lambda b, x: fa.prelu_and_derivative(x, 0.1, backend=b)),
+    ("relu_backward", lambda b, x: fa.relu_backward(x, y=x, backend=b)),
+    ("prelu_and_derivative", lambda b, x: fa.prelu_and_derivative(x, 0.1, backend=b)),
     ("softmax", lambda b, x: fa.softmax(x, axis=0, backend=b)),
 ]
 
 
-@pytest.mark.parametrize("size", [5, 100_000])
+@pytest.mark.parametrize("size", [5, 100_000, 2_000_000])
 def test_automatic_choice_is_what_runs(calls, no_env_backend, size):
     x = np.linspace(-3, 3, size, dtype=np.float32)
     for op, call in OBSERVED_CALLS:
@@ -545,3 +545,203 @@ def test_read_only_inputs_compile_no_extra_numba_specialisation():
     want = fa.softmax_backward(grad.copy(), y=y.copy(), where=mask.copy(), backend="numpy")
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
     assert not y.flags.writeable and not x.flags.writeable  # the caller's arrays as they were
+
+
+# ------------------------------------------------------------------------------------------------
+# the measured dispatch table (fastact._tuning)
+# ------------------------------------------------------------------------------------------------
+
+def _table(choices: dict, **extra):
+    from fastact import _tuning
+
+    return _tuning.DispatchTable({"version": _tuning.VERSION, "choices": choices, **extra},
+                                 "test")
+
+
+@pytest.fixture
+def dispatch_table():
+    """Install tables for one test; the session's table comes back afterwards."""
+    from fastact import _dispatch
+
+    saved = _dispatch.dispatch_table()
+    yield _dispatch.set_dispatch_table
+    _dispatch.set_dispatch_table(saved)
+
+
+def test_table_lookup_by_function_dtype_and_size():
+    t = _table({"gelu": {"float32": [[0, "numba"], [1000, "cython"], [10**6, "numba"]]}})
+    assert [t.choice("gelu", "float32", n) for n in (0, 999, 1000, 10**6 - 1, 10**6, 10**9)] \
+        == ["numba", "numba", "cython", "cython", "numba", "numba"]
+    assert t.choice("gelu", "float64", 5) is None and t.choice("tanh", "float32", 5) is None
+    assert t.limit("gelu", "float32", "numba") == 1000
+    assert t.limit("gelu", "float32", "cython") == 0
+    assert t.limit("tanh", "float32", "numba") >= 1 << 62
+
+
+@pytest.mark.parametrize("bad", [
+    {"version": 0, "choices": {}},
+    {"version": 1, "choices": {"gelu": {"float32": []}}},
+    {"version": 1, "choices": {"gelu": {"float32": [[5, "numba"]]}}},
+    {"version": 1, "choices": {"gelu": {"float32": [[0, "numba"], [9, "cython"], [3, "numba"]]}}},
+])
+def test_malformed_tables_are_rejected(bad):
+    from fastact import _tuning
+
+    with pytest.raises(ValueError):
+        _tuning.DispatchTable(bad, "test")
+
+
+def test_decide_needs_a_clear_win_and_switches_at_the_geometric_mean():
+    from fastact import _tuning
+
+    sizes = [1_000, 100_000, 1_000_000]
+    # 3% faster is noise (MARGIN 5%): numba stays; 20% faster from 1e5 on: cython from
+    # sqrt(1e3 * 1e5) = 10,000
+    assert _tuning.decide(sizes, {"numba": [1.0, 1.0, 1.0], "cython": [0.97, 0.97, 0.97]}) \
+        == [[0, "numba"]]
+    assert _tuning.decide(sizes, {"numba": [1.0, 1.0, 1.0], "cython": [1.2, 0.8, 0.8]}) \
+        == [[0, "numba"], [10_000, "cython"]]
+    assert _tuning.decide(sizes, {"numba": [1.0, 1.0, 1.0], "cython": [0.5, 0.8, 1.0]}) \
+        == [[0, "cython"], [316_227, "numba"]]
+    assert _tuning.decide(sizes, {"cython": [1.0, 2.0, 3.0]}) == [[0, "cython"]]
+
+
+def test_automatic_dispatch_follows_the_table(calls, no_env_backend, dispatch_table):
+    compiled = [b for b in ("numba", "cython") if b in fa.backends()]
+    if len(compiled) < 2:
+        pytest.skip("needs numba and cython")
+    dispatch_table(_table({
+        "sigmoid": {"float32": [[0, "numba"], [100, "cython"]]},
+        "relu": {"float32": [[0, "cython"]], "float64": [[0, "numba"]]},
+        "softmax_backward": {"float64": [[0, "cython"]]},
+        "cross_entropy_and_grad": {"float32": [[0, "cython"], [50, "numba"]]},
+    }))
+    cases = [
+        (lambda: fa.sigmoid(np.ones(99, np.float32)), "numba"),
+        (lambda: fa.sigmoid(np.ones(100, np.float32)), "cython"),
+        (lambda: fa.sigmoid(np.ones(100, np.float16)), "cython"),  # computed in float32
+        (lambda: fa.sigmoid(np.ones(100)), "numba"),  # float64: not in the table
+        (lambda: fa.relu(np.ones(7, np.float32)), "cython"),  # the fast path steps aside
+        (lambda: fa.relu(np.ones(7)), "numba"),
+        (lambda: fa.softmax_backward(np.ones((3, 4)), y=np.full((3, 4), 0.25)), "cython"),
+        (lambda: fa.softmax(np.ones((3, 4))), "numba"),
+        (lambda: fa.cross_entropy_and_grad(np.ones((4, 10), np.float32), np.arange(4)),
+         "cython"),
+        (lambda: fa.cross_entropy_and_grad(np.ones((5, 10), np.float32), np.arange(5)),
+         "numba"),
+    ]
+    for i, (call, want) in enumerate(cases):
+        for _ in range(2):  # the second call may take the small-array fast path
+            del calls[:]
+            call()
+            assert set(calls) == {want}, f"case {i}: {calls} ran, the table says {want}"
+    x = np.linspace(-3, 3, 500, dtype=np.float32)
+    assert fa.select_backend("sigmoid", x) == "cython"
+    assert fa.select_backend("sigmoid", x[:50]) == "numba"
+    np.testing.assert_allclose(fa.sigmoid(x), sigmoid_ref(x), rtol=1e-6)
+    # the precedence rules still win over the table
+    del calls[:]
+    fa.sigmoid(x, backend="numba")
+    with fa.use_backend("numba"):
+        fa.sigmoid(x)
+        assert fa.select_backend("sigmoid", x) == "numba"
+    assert set(calls) == {"numba"}
+
+
+def test_fast_path_obeys_the_table(dispatch_table, monkeypatch):
+    """The small-array fast path (always Numba) is used only where the table says numba."""
+    from fastact import api
+    from fastact.kernels import _cython_kernels as cy
+
+    if not {"numba", "cython"} <= set(fa.backends()) or _config.BACKEND is not None:
+        pytest.skip("needs numba, cython and automatic dispatch")
+    dispatch_table(_table({"tanh": {"float32": [[0, "numba"], [300, "cython"]],
+                                    "float64": [[0, "cython"]]}}))
+    x = np.linspace(-2, 2, 500).astype(np.float32)
+    fa.tanh(x[:100])  # numba's range: this call records the fast path
+    fast = api._FAST["tanh_forward"]
+    assert fast[np.dtype(np.float32)][1] == 300 and np.dtype(np.float64) not in fast
+    ran = []
+    original = cy.tanh_forward
+    monkeypatch.setattr(cy, "tanh_forward", lambda *a: (ran.append(a[0].size), original(*a)))
+    for a in (x[:299], x[:300], x.astype(np.float64)[:10]):
+        np.testing.assert_allclose(fa.tanh(a), np.tanh(a.astype(np.float64)), rtol=1e-6)
+    assert ran == [300, 10], ran
+
+
+def test_cache_table_environment_and_info(tmp_path, subprocess_env):
+    """FASTACT_DISPATCH_TABLE: a file, 'off', or a bad file (ignored with a warning);
+    backend_info()['dispatch'] says which table is active."""
+    from fastact import _tuning
+
+    good = tmp_path / "table.json"
+    _tuning.write({"version": _tuning.VERSION, "created": "2026-12-06T00:00:00+00:00",
+                   "machine": {"cpu": "test cpu", "threads": 2}, "backends": ["numba"],
+                   "choices": {"elu": {"float64": [[0, "numpy"]]}}}, str(good))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    probe = RECORDER + """
+x = np.linspace(-1, 1, 10)
+print(json.dumps({"info": fa.backend_info()["dispatch"], "ran": ran(fa.elu, x),
+                  "value": fa.elu(x).tolist()}))
+"""
+    out = run_python(probe, dict(subprocess_env, FASTACT_DISPATCH_TABLE=str(good)))
+    assert out["ran"] == ["numpy"] and str(good) in out["info"]["source"]
+    assert out["info"]["machine"] == "test cpu" and out["info"]["entries"] == 1
+    want = np.where(np.linspace(-1, 1, 10) > 0, np.linspace(-1, 1, 10),
+                    np.expm1(np.linspace(-1, 1, 10)))
+    np.testing.assert_allclose(out["value"], want, rtol=1e-15)
+    for setting in ("off", str(bad)):
+        out = run_python(probe, dict(subprocess_env, FASTACT_DISPATCH_TABLE=setting))
+        assert out["info"]["source"] is None and out["info"]["why"], out["info"]
+        assert out["ran"] == [fa.backends()[0] if fa.backends()[0] != "cuda" else
+                              fa.backends()[1]]
+
+
+def test_shipped_table_is_valid_and_names_real_functions():
+    from fastact import _tuning
+
+    table = _tuning.read(_tuning.SHIPPED_PATH)
+    names = {spec.public_name(form) for spec in _registry.OPS for form in spec.forms}
+    unknown = set(table.data["choices"]) - names
+    assert not unknown, f"the shipped table names functions that do not exist: {unknown}"
+    for per_dtype in table.data["choices"].values():
+        assert set(per_dtype) <= {"float32", "float64"}
+        for runs in per_dtype.values():
+            assert {name for _, name in runs} <= set(_tuning.CANDIDATES)
+    assert table.data["machine"]["cpu"] and table.data["sizes"]
+
+
+@pytest.mark.subprocess
+def test_tune_command_writes_a_table_that_dispatch_uses(tmp_path, subprocess_env):
+    if not {"numba", "cython"} <= set(fa.backends()):
+        pytest.skip("tune compares numba and cython")
+    import subprocess
+    import sys
+
+    from fastact import _tuning
+
+    path = tmp_path / "tuned.json"
+    env = dict(subprocess_env, FASTACT_DISPATCH_TABLE=str(path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastact", "tune", "--functions", "relu", "gelu_backward",
+         "--sizes", "1000", "100000", "--dtypes", "float32", "--min-time", "0.002",
+         "--output", str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "table written to" in proc.stdout and "tune" in proc.stderr  # the progress bar
+    table = _tuning.read(str(path))
+    # an op name selects all its forms, a function name just that function
+    expected = {"relu", "relu_derivative", "relu_and_derivative", "relu_backward",
+                "gelu_backward"}
+    assert set(table.data["choices"]) == expected
+    for key in expected:
+        timings = table.data["timings"][key]["float32"]
+        assert set(timings) == {"numba", "cython"} and all(len(v) == 2 for v in timings.values())
+        assert all(t > 0 for v in timings.values() for t in v)
+        assert table.data["choices"][key]["float32"] == _tuning.decide([1000, 100000], timings)
+    shown = subprocess.run([sys.executable, "-m", "fastact", "tune", "--show"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and str(path) in shown.stdout, shown.stderr
+    info = subprocess.run([sys.executable, "-m", "fastact", "info"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert f"dispatch table: FASTACT_DISPATCH_TABLE: {path}" in info.stdout, info.stdout

@@ -65,6 +65,24 @@ def pow2(k):
     return ldexp(1.0, int(k))
 
 
+def mul_add(a, b, c):
+    """a * b + c for polynomial evaluation: fused (one rounding) where the CPU has FMA, else a
+    multiplication and an addition.  Either is within every bound that uses it.
+
+    A backend primitive: Numba uses LLVM's ``llvm.fmuladd`` (fused on FMA hardware), Cython C's
+    ``fma()`` when the compiler targets FMA (``__FMA__``) and ``a * b + c`` otherwise, CUDA
+    ``cuda.fma``; this Python body is the unfused reference.  The Horner steps of the
+    polynomial helpers use it, so Numba emits one FMA per step as gcc's default contraction
+    already did in the Cython build (Cython built with ``-ffp-contract=off`` ran sigmoid
+    float32, 1e6 elements, in 1.82 instead of 1.26 ms).  Measured on Numba, 1e6 elements,
+    2 threads, alternating runs of the two versions: float64 gelu 14.2 -> 10.8 ms, softplus
+    4.4 -> 3.3 ms, silu 2.25 -> 1.7 ms, tanh 2.3 -> 1.85 ms; float32 within noise except tanh
+    (2.0 -> 1.95 ms) and elu (1.6 -> 1.4 ms).  It also brings the two backends' float64 results
+    to bitwise agreement for most elements (sigmoid: 47,673 of 1e6 differed, now 6).
+    """
+    return a * b + c
+
+
 def exp_poly(x):
     # clamp (NaN fails both tests and stays NaN), then x = k ln2 + r with |r| <= ln2 / 2
     xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
@@ -72,19 +90,19 @@ def exp_poly(x):
     r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
     # e^r by its Taylor series to r^13 (truncation < 4e-18 relative), Horner form
     p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = mul_add(p, r, 1.0 / 479001600.0)
+    p = mul_add(p, r, 1.0 / 39916800.0)
+    p = mul_add(p, r, 1.0 / 3628800.0)
+    p = mul_add(p, r, 1.0 / 362880.0)
+    p = mul_add(p, r, 1.0 / 40320.0)
+    p = mul_add(p, r, 1.0 / 5040.0)
+    p = mul_add(p, r, 1.0 / 720.0)
+    p = mul_add(p, r, 1.0 / 120.0)
+    p = mul_add(p, r, 1.0 / 24.0)
+    p = mul_add(p, r, 1.0 / 6.0)
+    p = mul_add(p, r, 0.5)
+    p = mul_add(p, r, 1.0)
+    p = mul_add(p, r, 1.0)
     # 2^k as two factors, so subnormal results are rounded once, by the last multiplication
     k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
     return p * pow2(k1) * pow2(k - k1)
@@ -107,17 +125,17 @@ def expm1_poly(x):
     k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
     r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
     q = 1.0 / 6227020800.0
-    q = q * r + 1.0 / 479001600.0
-    q = q * r + 1.0 / 39916800.0
-    q = q * r + 1.0 / 3628800.0
-    q = q * r + 1.0 / 362880.0
-    q = q * r + 1.0 / 40320.0
-    q = q * r + 1.0 / 5040.0
-    q = q * r + 1.0 / 720.0
-    q = q * r + 1.0 / 120.0
-    q = q * r + 1.0 / 24.0
-    q = q * r + 1.0 / 6.0
-    q = q * r + 0.5
+    q = mul_add(q, r, 1.0 / 479001600.0)
+    q = mul_add(q, r, 1.0 / 39916800.0)
+    q = mul_add(q, r, 1.0 / 3628800.0)
+    q = mul_add(q, r, 1.0 / 362880.0)
+    q = mul_add(q, r, 1.0 / 40320.0)
+    q = mul_add(q, r, 1.0 / 5040.0)
+    q = mul_add(q, r, 1.0 / 720.0)
+    q = mul_add(q, r, 1.0 / 120.0)
+    q = mul_add(q, r, 1.0 / 24.0)
+    q = mul_add(q, r, 1.0 / 6.0)
+    q = mul_add(q, r, 0.5)
     p = r + (r * r) * q
     k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
     t1 = pow2(k1)
@@ -148,16 +166,16 @@ def log1p_poly_unit(u):
     s = 0.5 * hs
     z = s * s
     q = 1.0 / 23.0
-    q = q * z + 1.0 / 21.0
-    q = q * z + 1.0 / 19.0
-    q = q * z + 1.0 / 17.0
-    q = q * z + 1.0 / 15.0
-    q = q * z + 1.0 / 13.0
-    q = q * z + 1.0 / 11.0
-    q = q * z + 1.0 / 9.0
-    q = q * z + 1.0 / 7.0
-    q = q * z + 1.0 / 5.0
-    q = q * z + 1.0 / 3.0
+    q = mul_add(q, z, 1.0 / 21.0)
+    q = mul_add(q, z, 1.0 / 19.0)
+    q = mul_add(q, z, 1.0 / 17.0)
+    q = mul_add(q, z, 1.0 / 15.0)
+    q = mul_add(q, z, 1.0 / 13.0)
+    q = mul_add(q, z, 1.0 / 11.0)
+    q = mul_add(q, z, 1.0 / 9.0)
+    q = mul_add(q, z, 1.0 / 7.0)
+    q = mul_add(q, z, 1.0 / 5.0)
+    q = mul_add(q, z, 1.0 / 3.0)
     return j * LOG1P_LN2_HI + ((hs * z * q + j * LOG1P_LN2_LO) + hs)
 
 
@@ -546,60 +564,60 @@ def erfc_poly(t):
     a = 30.0 if a > 30.0 else a  # erfc(30) is 0 in float64; keeps inf out of the expansion
     z = t * t
     q = 1.0 / 11975040000.0
-    q = q * z - 1.0 / 918086400.0
-    q = q * z + 1.0 / 76204800.0
-    q = q * z - 1.0 / 6894720.0
-    q = q * z + 1.0 / 685440.0
-    q = q * z - 1.0 / 75600.0
-    q = q * z + 1.0 / 9360.0
-    q = q * z - 1.0 / 1320.0
-    q = q * z + 1.0 / 216.0
-    q = q * z - 1.0 / 42.0
-    q = q * z + 1.0 / 10.0
-    q = q * z - 1.0 / 3.0
+    q = mul_add(q, z, -1.0 / 918086400.0)
+    q = mul_add(q, z, 1.0 / 76204800.0)
+    q = mul_add(q, z, -1.0 / 6894720.0)
+    q = mul_add(q, z, 1.0 / 685440.0)
+    q = mul_add(q, z, -1.0 / 75600.0)
+    q = mul_add(q, z, 1.0 / 9360.0)
+    q = mul_add(q, z, -1.0 / 1320.0)
+    q = mul_add(q, z, 1.0 / 216.0)
+    q = mul_add(q, z, -1.0 / 42.0)
+    q = mul_add(q, z, 1.0 / 10.0)
+    q = mul_add(q, z, -1.0 / 3.0)
     small = 1.0 - ERFC_TWO_OVER_SQRT_PI * (t + t * (z * q))
     la = ERFCX_L + a
     z = (ERFCX_L - a) / la
     p = -1.899694947394927e-15
-    p = p * z + 1.128073562364402e-15
-    p = p * z + 1.1357687198999241e-14
-    p = p * z + -5.409310282882142e-15
-    p = p * z + -7.074086260286855e-14
-    p = p * z + 1.37256205867155e-14
-    p = p * z + 4.5329666782606727e-13
-    p = p * z + 1.2031458219387989e-13
-    p = p * z + -2.907688342182867e-12
-    p = p * z + -2.7276023158200452e-12
-    p = p * z + 1.7714495214011192e-11
-    p = p * z + 3.47272670930455e-11
-    p = p * z + -9.055124450928292e-11
-    p = p * z + -3.5632339865976533e-10
-    p = p * z + 2.1086006347066517e-10
-    p = p * z + 3.0177805400090707e-09
-    p = p * z + 3.2497465180436973e-09
-    p = p * z + -1.8315616783040462e-08
-    p = p * z + -6.35177348504429e-08
-    p = p * z + 1.4198642399935674e-08
-    p = p * z + 5.912136951899494e-07
-    p = p * z + 1.483566113220078e-06
-    p = p * z + -1.0660138984947143e-06
-    p = p * z + -1.8007447144750956e-05
-    p = p * z + -5.591309264248318e-05
-    p = p * z + -3.939363145489569e-05
-    p = p * z + 0.0004398070159869668
-    p = p * z + 0.0027054056330737914
-    p = p * z + 0.010048186242783424
-    p = p * z + 0.029202916471241867
-    p = p * z + 0.07182361779074337
-    p = p * z + 0.15504263802479495
-    p = p * z + 0.29989437996150065
-    p = p * z + 0.5266528988277086
-    p = p * z + 0.8472174576593818
-    p = p * z + 1.2563815675765133
-    p = p * z + 1.7253830848179779
-    p = p * z + 2.201513794878312
-    p = p * z + 2.61605415276186
-    p = p * z + 2.8996245093897053
+    p = mul_add(p, z, 1.128073562364402e-15)
+    p = mul_add(p, z, 1.1357687198999241e-14)
+    p = mul_add(p, z, -5.409310282882142e-15)
+    p = mul_add(p, z, -7.074086260286855e-14)
+    p = mul_add(p, z, 1.37256205867155e-14)
+    p = mul_add(p, z, 4.5329666782606727e-13)
+    p = mul_add(p, z, 1.2031458219387989e-13)
+    p = mul_add(p, z, -2.907688342182867e-12)
+    p = mul_add(p, z, -2.7276023158200452e-12)
+    p = mul_add(p, z, 1.7714495214011192e-11)
+    p = mul_add(p, z, 3.47272670930455e-11)
+    p = mul_add(p, z, -9.055124450928292e-11)
+    p = mul_add(p, z, -3.5632339865976533e-10)
+    p = mul_add(p, z, 2.1086006347066517e-10)
+    p = mul_add(p, z, 3.0177805400090707e-09)
+    p = mul_add(p, z, 3.2497465180436973e-09)
+    p = mul_add(p, z, -1.8315616783040462e-08)
+    p = mul_add(p, z, -6.35177348504429e-08)
+    p = mul_add(p, z, 1.4198642399935674e-08)
+    p = mul_add(p, z, 5.912136951899494e-07)
+    p = mul_add(p, z, 1.483566113220078e-06)
+    p = mul_add(p, z, -1.0660138984947143e-06)
+    p = mul_add(p, z, -1.8007447144750956e-05)
+    p = mul_add(p, z, -5.591309264248318e-05)
+    p = mul_add(p, z, -3.939363145489569e-05)
+    p = mul_add(p, z, 0.0004398070159869668)
+    p = mul_add(p, z, 0.0027054056330737914)
+    p = mul_add(p, z, 0.010048186242783424)
+    p = mul_add(p, z, 0.029202916471241867)
+    p = mul_add(p, z, 0.07182361779074337)
+    p = mul_add(p, z, 0.15504263802479495)
+    p = mul_add(p, z, 0.29989437996150065)
+    p = mul_add(p, z, 0.5266528988277086)
+    p = mul_add(p, z, 0.8472174576593818)
+    p = mul_add(p, z, 1.2563815675765133)
+    p = mul_add(p, z, 1.7253830848179779)
+    p = mul_add(p, z, 2.201513794878312)
+    p = mul_add(p, z, 2.61605415276186)
+    p = mul_add(p, z, 2.8996245093897053)
     g = (2.0 * p / la + ERFC_INV_SQRT_PI) / la
     u = a * a
     ue = fma(a, a, -u)
@@ -730,13 +748,13 @@ def exp_poly_single(x):
     k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
     r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
     p = 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = mul_add(p, r, 1.0 / 720.0)
+    p = mul_add(p, r, 1.0 / 120.0)
+    p = mul_add(p, r, 1.0 / 24.0)
+    p = mul_add(p, r, 1.0 / 6.0)
+    p = mul_add(p, r, 0.5)
+    p = mul_add(p, r, 1.0)
+    p = mul_add(p, r, 1.0)
     k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
     return p * pow2(k1) * pow2(k - k1)
 

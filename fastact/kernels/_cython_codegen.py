@@ -47,9 +47,9 @@ LIBM = frozenset({
 })
 
 #: Functions of ``_math.py`` whose Python body is only a reference meaning: the template
-#: defines their Cython version (``f_pow2``: 2**k from exponent bits; ``f_fma``: C's fma) and they
-#: are not copied.
-TEMPLATE_PROVIDED = frozenset({"pow2", "fma"})
+#: defines their Cython version (``f_pow2``: 2**k from exponent bits; ``f_fma``: C's fma;
+#: ``f_mul_add``: C's fma where the compiler targets FMA, else a * b + c) and they are not copied.
+TEMPLATE_PROVIDED = frozenset({"pow2", "fma", "mul_add"})
 
 #: Always cimported by the template (its hand-written kernels use them).
 BASE_CIMPORTS = {"exp": "exp", "expm1": "expm1", "fabs": "fabs", "log": "log",

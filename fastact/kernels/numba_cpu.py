@@ -241,8 +241,24 @@ def _fma(a, b, c):
     return _fma_intrinsic(float(a), float(b), float(c))
 
 
+@intrinsic
+def _mul_add_intrinsic(typingctx, a, b, c):
+    """LLVM's ``llvm.fmuladd.f64``: fused where the target has fast FMA, else mul + add."""
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.fmuladd", [t], llvm_ir.FunctionType(t, [t, t, t]))
+        return builder.call(fn, args)
+    return nbtypes.float64(nbtypes.float64, nbtypes.float64, nbtypes.float64), codegen
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _mul_add(a, b, c):
+    # the primitive _math.mul_add: a * b + c, fused on FMA hardware (polynomial steps)
+    return _mul_add_intrinsic(float(a), float(b), float(c))
+
+
 FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
-                          primitives={"pow2": _pow2_bits, "fma": _fma})
+                          primitives={"pow2": _pow2_bits, "fma": _fma, "mul_add": _mul_add})
 _exp = FORMULAS["exp_poly"]
 
 

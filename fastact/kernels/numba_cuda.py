@@ -127,6 +127,7 @@ def _libdevice_primitives(names=None) -> dict:
             source.append(f"def {name}(x):\n    return math.{match.group(1)}(x)\n")
     source.append("def pow2(k):\n    return math.ldexp(1.0, int(k))\n")
     source.append("def fma(a, b, c):\n    return cuda.fma(a, b, c)\n")
+    source.append("def mul_add(a, b, c):\n    return cuda.fma(a, b, c)\n")
     ns = {"math": _MATH, "cuda": cuda}
     exec(compile("".join(source), "<fastact_numba_cuda_primitives>", "exec"), ns)
     for name, fn in ns.items():

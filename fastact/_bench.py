@@ -870,7 +870,7 @@ def run_bench(sizes=DEFAULT_SIZES, dtype="float32", backend: str | None = None,
         x = make_input(size, dtype)
         for op, form in cases:
             case = make_case(op, form, size, dtype, x=x)
-            name = _dispatch.select_backend(op, case.x, backend=backend)
+            name = _dispatch.select_backend(case.label, case.x, backend=backend)
             if progress:
                 progress(f"{case.label} {format_size(size)} ({name})")
             out_bytes = case.out_nbytes
@@ -914,6 +914,10 @@ def bench_report(run: BenchRun, markdown: bool = True) -> str:
                    if k in entry]
         if details:
             lines.append(f"  {name}: " + ", ".join(details))
+    if run.requested_backend is None:
+        dispatch = info.get("dispatch", {})
+        lines.append("dispatch table: " + (dispatch.get("source") or
+                                           f"none ({dispatch.get('why')}): priority order"))
     compile_what = ", ".join(run.warmed) if run.warmed else "nothing to compile"
     lines.append(f"compile (fastact.warmup, {compile_what}): {run.compile_s:.1f} s "
                  "(not included in the timings)")

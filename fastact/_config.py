@@ -1,7 +1,8 @@
 """Environment variables and the cache directory, read once at import.
 
 ``FASTACT_BACKEND``             backend used when neither ``backend=`` nor ``use_backend`` says
-``FASTACT_CACHE_DIR``           where compiled kernels (and later the tuning table) are stored
+``FASTACT_CACHE_DIR``           where compiled kernels and the measured dispatch table are stored
+``FASTACT_DISPATCH_TABLE``      ``off`` or a JSON file: the dispatch table to use (``fastact._tuning``)
 ``FASTACT_PARALLEL_THRESHOLD``  element count from which the multi-threaded kernels are used
 ``FASTACT_NO_CACHE``            any non-empty value: never write compiled kernels to disk
 ``FASTACT_REQUIRE_BACKENDS``    comma list; the test suite fails if one of them is unavailable
@@ -39,8 +40,9 @@ def _int_env(name: str, default: int) -> int:
 
 
 #: Below this many elements a serial kernel is faster than waking the thread pool. Measured on
-#: the 2-core dev machine with the benchmark group ``sigmoid-forward`` (issue 7 replaces this
-#: single number with a per-op tuning table).
+#: the 2-core dev machine with the benchmark group ``sigmoid-forward``.  (Which backend runs at
+#: a given size is the dispatch table's choice, ``fastact._tuning``; this is each backend's own
+#: serial/parallel switch.)
 PARALLEL_THRESHOLD: int = _int_env("FASTACT_PARALLEL_THRESHOLD", 1 << 15)
 
 

@@ -251,14 +251,12 @@ def _mul_add_intrinsic(typingctx, a, b, c):
     return nbtypes.float64(nbtypes.float64, nbtypes.float64, nbtypes.float64), codegen
 
 
-@njit(inline="always", **JIT_OPTIONS)
-def _mul_add(a, b, c):
-    # the primitive _math.mul_add: a * b + c, fused on FMA hardware (polynomial steps)
-    return _mul_add_intrinsic(float(a), float(b), float(c))
-
-
 FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
-                          primitives={"pow2": _pow2_bits, "fma": _fma, "mul_add": _mul_add})
+                          primitives={"pow2": _pow2_bits, "fma": _fma,
+                                      # the intrinsic itself, not an inline='always' wrapper:
+                                      # Numba's IR inliner would run once per Horner step
+                                      # (91 of them) and double the cold compile time
+                                      "mul_add": _mul_add_intrinsic})
 _exp = FORMULAS["exp_poly"]
 
 

@@ -137,3 +137,19 @@ def test_special_values(name):
     got = evaluate(name, x)
     np.testing.assert_array_equal(got, want)
     assert np.array_equal(np.signbit(got), np.signbit(want)), f"{name}: sign of zero"
+
+
+def test_erfc_poly_coefficients_are_weidemans():
+    """The 40 constants of erfc_poly's polynomial are the ones benchmarks/tools/
+    erfcx_coefficients.py derives from Weideman's transform (60-digit mpmath), to the bit."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("mpmath")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tools" / "erfcx_coefficients.py"
+    spec = importlib.util.spec_from_file_location("erfcx_coefficients", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shipped = module.shipped()
+    assert len(shipped) == module.N
+    assert shipped == module.coefficients()

@@ -767,7 +767,7 @@ def test_polynomial_helpers_bound_to_libdevice():
     prims = nc._libdevice_primitives(["exp_poly", "exp_poly_single", "log1p_poly", "erfc_poly",
                                       "nosuch_poly", "sigmoid"])
     assert set(prims) == {"exp_poly", "exp_poly_single", "log1p_poly", "erfc_poly", "pow2",
-                          "fma"}
+                          "fma", "mul_add"}
     assert nc.FORMULAS["exp_poly"] is not None and "exp_poly" in nc._libdevice_primitives()
 
     exp_single, log1p, pow2 = prims["exp_poly_single"], prims["log1p_poly"], prims["pow2"]

@@ -894,9 +894,11 @@ def bench_table(run: BenchRun, markdown: bool = True) -> str:
     headers = ["op", "size", "backend", "fastact", "numpy", "speed-up", "GB/s", "% copy"]
     rows = []
     for r in run.results:
+        # a loss writes one number (or its gradient): a copy of its output is no yardstick
+        copy = ("-" if _registry.get(r.op).kind == "loss" and r.form == "forward"
+                else f"{100 * r.copy_fraction:.0f}%")
         rows.append([r.label, format_size(r.size), r.backend, format_time(r.fastact_s),
-                     format_time(r.numpy_s), f"{r.speedup:.2f}x", f"{r.gbs:.1f}",
-                     f"{100 * r.copy_fraction:.0f}%"])
+                     format_time(r.numpy_s), f"{r.speedup:.2f}x", f"{r.gbs:.1f}", copy])
     return format_table(headers, rows, markdown, align="lllrrrrr")
 
 

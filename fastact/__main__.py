@@ -75,8 +75,11 @@ def _info_text(info: dict) -> str:
                      f"on {dispatch.get('machine')}, {dispatch.get('threads')} threads; "
                      f"{dispatch.get('entries')} function/dtype entries)")
         others = dispatch.get("not_numba") or []
-        lines.append(f"  not numba ({len(others)}):" if others else "  numba everywhere")
-        lines += [f"    {entry}" for entry in others]
+        shown = 8  # the whole list: `python -m fastact tune --show` or backend_info()
+        lines.append(f"  not numba somewhere: {len(others)} entries"
+                     + (f" (first {shown}; all: `python -m fastact tune --show`)"
+                        if len(others) > shown else "") if others else "  numba everywhere")
+        lines += [f"    {entry}" for entry in others[:shown]]
     else:
         lines.append(f"dispatch table: none ({dispatch.get('why')}); priority order only")
     return "\n".join(lines)

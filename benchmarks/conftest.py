@@ -1,8 +1,10 @@
 """Options of the pytest-benchmark suite (``pytest benchmarks/ --benchmark-only``).
 
-``--bench-quick``   sizes 1e3 and 1e6 and float32 only (about a minute on 2 cores; the full
-                    suite takes 5-9 minutes there, depending on the load)
+``--bench-quick``   sizes 1e3 and 1e6 and float32 only (about 9 minutes on 2 cores with a
+                    cold kernel cache; the full float32 suite took 18 minutes there)
 ``--bench-time S``  target seconds of timing per benchmark (default 0.1; at least 5 rounds)
+``--bench-sizes 1e6,1e7``  only these sizes in the op groups (default: each op's bench_sizes)
+``--bench-dtypes float32``  only these dtypes (default: float32 and float64)
 ``--bench-backends a,b``  only these backend columns (default: every known backend, plus the
                     ``numpy-expr`` and ``copy`` baselines, which are always kept)
 ``--bench-malloc default``  leave glibc malloc alone.  By default the session applies
@@ -27,6 +29,10 @@ def pytest_addoption(parser):
                     help="fastact: only sizes 1e3 and 1e6 and dtype float32")
     group.addoption("--bench-time", type=float, default=0.1, metavar="S",
                     help="fastact: target seconds of timing per benchmark (default 0.1)")
+    group.addoption("--bench-sizes", default="", metavar="N,N",
+                    help="fastact: only these sizes of the op groups (e.g. 1e6,1e7)")
+    group.addoption("--bench-dtypes", default="", metavar="D,D",
+                    help="fastact: only these dtypes (float32, float64)")
     group.addoption("--bench-backends", default="", metavar="NAMES",
                     help="fastact: comma-separated backends to time (default: all known)")
     group.addoption("--bench-malloc", choices=("steady", "default"), default="steady",

@@ -21,6 +21,7 @@ Needs fastact (for its table formatting) and reads the ``extra_info`` written by
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import sys
@@ -30,20 +31,57 @@ from fastact._bench import format_size, format_table, format_time
 
 BASELINE = "numpy-expr"
 COPY = "copy"
+#: np.copyto on all threads (a Numba prange loop): the multi-threaded memory bandwidth.
+COPY_MT = "copy-mt"
+COPIES = (COPY, COPY_MT)
+#: The automatic call (no backend=): what users get, and what the goals are judged on.
+AUTO = "auto"
+#: NAME_backward(grad, y=...) automatic: compared with PyTorch's backward kernels that take y.
+AUTO_Y = "auto-y"
 #: Share of the CPUs used by other processes above which a group is flagged as noisy.
 NOISY = 0.2
 #: Column order; backends not listed here follow in alphabetical order.
-PREFERRED_ORDER = ("cuda", "numba", "cython", "numpy", BASELINE, "numexpr", "scipy", "torch",
-                   COPY)
+PREFERRED_ORDER = ("auto", "auto-y", "cuda", "numba", "cython", "numpy", BASELINE, "numexpr", "scipy",
+                   "torch", COPY, COPY_MT)
 #: Columns that are not fastact: the NumPy expression and the peer libraries.
 PEER_COLUMNS = (BASELINE, "numexpr", "scipy", "torch")
 FORMS_ORDER = ("forward", "derivative", "and_derivative", "backward")
 
 
+def slim(paths: list[str], out: str) -> int:
+    """Write the benchmarks of ``paths`` (merged, later files win) as one small JSON that
+    ``load`` reads: names, groups, the timing statistics and ``extra_info``, plus the first
+    file's machine and commit info (a pytest-benchmark JSON of the full suite is ~30 MB)."""
+    merged, head = {}, None
+    for path in paths:
+        data = _read_json(path)
+        if head is None:
+            head = {k: data.get(k) for k in ("machine_info", "commit_info", "datetime",
+                                             "version")}
+        for bench in data.get("benchmarks", []):
+            stats = {k: bench["stats"][k] for k in ("min", "median", "mean", "max", "rounds",
+                                                    "iterations") if k in bench["stats"]}
+            merged[bench.get("fullname") or bench["name"]] = {
+                "group": bench.get("group"), "name": bench.get("name"),
+                "fullname": bench.get("fullname"), "stats": stats,
+                "extra_info": bench.get("extra_info") or {}}
+    opener = gzip.open if out.endswith(".gz") else open
+    with opener(out, "wt") as f:
+        json.dump({**head, "sources": [str(p) for p in paths],
+                   "benchmarks": list(merged.values())}, f, separators=(",", ":"))
+    return len(merged)
+
+
+def _read_json(path: str) -> dict:
+    """A pytest-benchmark JSON, plain or gzip-compressed (``.gz``)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return json.load(f)
+
+
 def load(path: str) -> list[dict]:
     """One record per benchmark: the ``extra_info`` fields plus ``median`` (seconds)."""
-    with open(path) as f:
-        data = json.load(f)
+    data = _read_json(path)
     records = []
     for bench in data.get("benchmarks", []):
         extra = bench.get("extra_info") or {}
@@ -52,7 +90,9 @@ def load(path: str) -> list[dict]:
                   "extra_info", file=sys.stderr)
             continue
         rec = dict(extra)
+        rec["fullname"] = bench.get("fullname") or bench.get("name")
         rec["median"] = float(bench["stats"]["median"])
+        rec["min"] = float(bench["stats"]["min"])
         rec["group"] = bench.get("group") or f"{rec['op']}-{rec['form']}-{rec['dtype']}-" \
                                               f"{rec['size']}"
         records.append(rec)
@@ -91,7 +131,7 @@ def speedups(groups: dict) -> dict:
         if base is None:
             continue
         for backend, rec in entries.items():
-            if backend in (BASELINE, COPY):
+            if backend == BASELINE or backend in COPIES:
                 continue
             result[backend].append((rec["size"], rec["dtype"], base["median"] / rec["median"]))
     return result
@@ -114,7 +154,7 @@ def peer_speedups(groups: dict) -> dict:
         if peer is None:
             continue
         for backend, rec in entries.items():
-            if backend in PEER_COLUMNS or backend == COPY:
+            if backend in PEER_COLUMNS or backend in COPIES:
                 continue
             result[backend].append((rec["size"], rec["dtype"], peer["median"] / rec["median"]))
     return result
@@ -142,15 +182,33 @@ def summary(what: str, ups: dict, markdown: bool, heading: str) -> list[str]:
             table(headers, rows, markdown), ""]
 
 
-def render(records: list[dict], markdown: bool = False) -> str:
-    groups: dict = defaultdict(dict)  # group -> backend -> record
+def group_key(rec: dict) -> tuple:
+    """(op, form, dtype, size, row length or 0): one benchmark group."""
+    return (rec["op"], rec["form"], rec["dtype"], int(rec["size"]), int(rec.get("row_length") or 0))
+
+
+def size_label(key: tuple) -> str:
+    size, width = key[3], key[4]
+    return f"{size // width:,} rows x {width:,}" if width else format_size(size)
+
+
+def op_groups(records: list[dict]) -> dict:
+    """group key -> column -> record, for the op groups (not the thread-scaling ones)."""
+    groups: dict = defaultdict(dict)
     for rec in records:
-        groups[(rec["op"], rec["form"], rec["dtype"], int(rec["size"]))][rec["backend"]] = rec
+        if rec.get("kind") != "threads":
+            groups[group_key(rec)][rec["backend"]] = rec
+    return groups
+
+
+def render(records: list[dict], markdown: bool = False) -> str:
+    groups = op_groups(records)
+    records = [r for r in records if r.get("kind") != "threads"]
     by_opform = defaultdict(list)
     for key in groups:
         by_opform[key[:2]].append(key)
     backends = backend_order(rec["backend"] for rec in records)
-    timed = [b for b in backends if b != COPY]
+    timed = [b for b in backends if b not in COPIES]
     ops_order = list(dict.fromkeys(rec["op"] for rec in records))
 
     out = []
@@ -162,7 +220,7 @@ def render(records: list[dict], markdown: bool = False) -> str:
         return (ops_order.index(op), FORMS_ORDER.index(form) if form in FORMS_ORDER else 99, form)
 
     for op, form in sorted(by_opform, key=opform_key):
-        keys = sorted(by_opform[(op, form)], key=lambda k: (k[2], k[3]))
+        keys = sorted(by_opform[(op, form)], key=lambda k: (k[2], k[4], k[3]))
         present = [b for b in timed if any(b in groups[k] for k in keys)]
         headers = ["dtype", "size"]
         for b in present:
@@ -170,8 +228,8 @@ def render(records: list[dict], markdown: bool = False) -> str:
             if b != BASELINE:
                 headers += [f"{b} speed-up"]
             headers += [f"{b} GB/s (% copy)"]
-        if any(COPY in groups[k] for k in keys):
-            headers += ["copy GB/s"]
+        copies = [c for c in COPIES if any(c in groups[k] for k in keys)]
+        headers += [f"{c} GB/s" for c in copies]
         headers += ["best vs peer"]
         rows = []
         for k in keys:
@@ -182,7 +240,7 @@ def render(records: list[dict], markdown: bool = False) -> str:
             noisy = any((r.get("other_cpu") or 0) > NOISY for r in entries.values())
             if noisy:
                 noisy_groups.add(k)
-            row = [k[2], format_size(k[3]) + (" *" if noisy else "")]
+            row = [k[2], size_label(k) + (" *" if noisy else "")]
             for b in present:
                 rec = entries.get(b)
                 if rec is None:
@@ -197,10 +255,12 @@ def render(records: list[dict], markdown: bool = False) -> str:
                 if g is not None and copy_gbs:
                     cell += f" ({100 * g / copy_gbs:.0f}%)"
                 row.append(cell)
-            if "copy GB/s" in headers:
-                row.append(f"{copy_gbs:.1f}" if copy_gbs else "-")
-            ours, ours_rec = best(entries, [b for b in entries
-                                            if b not in PEER_COLUMNS and b != COPY])
+            for c in copies:
+                g = gbs(entries[c]) if c in entries else None
+                row.append(f"{g:.1f}" if g else "-")
+            ours, ours_rec = ((AUTO, entries[AUTO]) if AUTO in entries else
+                              best(entries, [b for b in entries
+                                             if b not in PEER_COLUMNS and b not in COPIES]))
             peer, peer_rec = best(entries, PEER_COLUMNS)
             row.append(f"{peer_rec['median'] / ours_rec['median']:.2f}x ({ours} vs {peer})"
                        if ours and peer else "-")
@@ -228,14 +288,181 @@ def render(records: list[dict], markdown: bool = False) -> str:
     return "\n".join(out)
 
 
-def plot(records: list[dict], path: str, dtype: str = "float32", forms=("forward",)) -> int:
+def compact(records: list[dict], dtype: str, sizes, markdown: bool = False) -> str:
+    """One row per op/form and size: the automatic call against NumPy and the fastest peer,
+    with its share of the multi-threaded copy bandwidth (the README's table)."""
+    groups = op_groups(records)
+    order = list(dict.fromkeys(rec["op"] for rec in records))
+    keys = sorted((k for k in groups if k[2] == dtype and (k[3] in sizes or k[4])
+                   and AUTO in groups[k]),
+                  key=lambda k: (order.index(k[0]), FORMS_ORDER.index(k[1])
+                                 if k[1] in FORMS_ORDER else 9, k[4], k[3]))
+    rows = []
+    for k in keys:
+        entries = groups[k]
+        ours = entries[AUTO]
+        base = entries.get(BASELINE)
+        peer_name, peer = best(entries, [c for c in PEER_COLUMNS if c != BASELINE])
+        mt = entries.get(COPY_MT)
+        # a loss writes one number: no copy of the same bytes to compare with
+        if (ours.get("out_bytes") or 0) * 10 < (ours.get("in_bytes") or 0):
+            mt = None
+        g = gbs(ours)
+        rows.append([
+            k[0] if k[1] == "forward" else f"{k[0]} {k[1]}", size_label(k),
+            format_time(ours["median"]),
+            f"{base['median'] / ours['median']:.2f}x" if base else "-",
+            f"{peer['median'] / ours['median']:.2f}x ({peer_name})" if peer else "-",
+            f"{g:.1f}" if g else "-",
+            f"{100 * g / gbs(mt):.0f}%" if g and mt else "-"])
+    headers = ["function", "size", "fastact", "vs NumPy", "vs fastest peer", "GB/s",
+               "% of copy-mt"]
+    return format_table(headers, rows, markdown, align="llrrrrr")
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 7's goals, checked on the automatic call
+# ------------------------------------------------------------------------------------------------
+
+GOAL_ELEMENTWISE = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu", "softplus",
+                    "mish")
+GOAL_SIZES = (1_000_000, 10_000_000)
+#: A peer within this share of the multi-threaded copy bandwidth is "at the memory limit".
+MEMORY_LIMIT = 0.9
+
+
+def _ratio_row(goal: str, case: str, entries: dict, peers, target: float,
+               alt: str = "", ours_column: str = AUTO) -> list | None:
+    """One goal row: the auto call against the fastest of ``peers`` in one group."""
+    ours = entries.get(ours_column)
+    name, peer = best(entries, peers)
+    if ours is None or peer is None:
+        return None
+    ratio = peer["median"] / ours["median"]
+    met = ratio >= target
+    note = f">= {target:g}x"
+    if not met and alt:
+        met, extra = _alternative(alt, entries, ours, peer)
+        note += f" or {extra}"
+    return [goal, case, format_time(ours["median"]), f"{name} {format_time(peer['median'])}",
+            f"{ratio:.2f}x", note, "yes" if met else "NO"]
+
+
+def _alternative(alt: str, entries: dict, ours: dict, peer: dict) -> tuple[bool, str]:
+    """The memory-limit alternative of the elementwise goal."""
+    mt = entries.get(COPY_MT)
+    if alt == "memory" and mt is not None:
+        copy_gbs = gbs(mt)
+        ours_share, peer_share = gbs(ours) / copy_gbs, gbs(peer) / copy_gbs
+        return (peer_share >= MEMORY_LIMIT and ours_share >= MEMORY_LIMIT,
+                f"both >= 90% of copy-mt (auto {100 * ours_share:.0f}%, peer "
+                f"{100 * peer_share:.0f}%)")
+    return False, "n/a"
+
+
+def goals(records: list[dict], markdown: bool = False) -> str:
+    """Issue 7's goals, each judged on the ``auto`` column (the call a user writes) against the
+    peers timed in the same group: a table with the measured ratio and whether it is met,
+    then the count per goal."""
+    rows = goal_rows(records)
+    if not rows:
+        return ""
+    met = sum(r[-1] == "yes" for r in rows)
+    headers = ["goal", "case", "fastact (auto)", "fastest peer", "ratio", "target", "met"]
+    per_goal: dict = {}
+    for r in rows:
+        counts = per_goal.setdefault(r[0], [0, 0, []])
+        counts[0] += r[-1] == "yes"
+        counts[1] += 1
+        if r[-1] != "yes":
+            counts[2].append(f"{r[1]} {r[4]}")
+    summary = [[goal, f"{m} of {n}", ", ".join(missed) or "-"]
+               for goal, (m, n, missed) in per_goal.items()]
+    heading = "### " if markdown else "== "
+    return "\n".join([f"{heading}issue-7 goals: {met} of {len(rows)} met "
+                      "(auto = the call without backend=, against the fastest peer in the same "
+                      "group)", "", format_table(headers, rows, markdown, align="lllllll"), "",
+                      f"{heading}issue-7 goals per goal", "",
+                      format_table(["goal", "met", "not met (ratio)"], summary, markdown,
+                                   align="lll"), ""])
+
+
+def goal_rows(records: list[dict]) -> list[list[str]]:
+    """The rows of :func:`goals`: goal, case, fastact, peer, ratio, target, met."""
+    groups = op_groups(records)
+    rows = []
+    dtypes = sorted({k[2] for k in groups})
+    fused_peers = tuple(c for c in PEER_COLUMNS if c != "torch")
+    for dtype in dtypes:
+        tag = "" if dtype == "float32" else f" ({dtype})"
+        for op in GOAL_ELEMENTWISE:
+            for size in GOAL_SIZES:
+                entries = groups.get((op, "forward", dtype, size, 0))
+                if not entries:
+                    continue
+                row = _ratio_row("elementwise" + tag, f"{op} {format_size(size)}", entries,
+                                 PEER_COLUMNS, 1.2, alt="memory")
+                if row:
+                    rows.append(row)
+                if size == 10_000_000 and AUTO in entries and COPY in entries:
+                    share = gbs(entries[AUTO]) / gbs(entries[COPY])
+                    rows.append(["elementwise vs 1-thread copy" + tag,
+                                 f"{op} {format_size(size)}",
+                                 f"{gbs(entries[AUTO]):.1f} GB/s",
+                                 f"np.copyto {gbs(entries[COPY]):.1f} GB/s", f"{share:.2f}x",
+                                 ">= 1x", "yes" if share >= 1 else "NO"])
+            for form in ("and_derivative", "backward"):
+                for size in GOAL_SIZES:
+                    entries = groups.get((op, form, dtype, size, 0))
+                    if not entries:
+                        continue
+                    if "torch" in entries and form == "backward":
+                        # PyTorch's sigmoid/tanh backward kernels take the output y: compare
+                        # them with fastact's backward from y
+                        from_y = ", y)" in (entries["torch"].get("expr") or "")
+                        ours_column = AUTO_Y if from_y and AUTO_Y in entries else AUTO
+                        row = _ratio_row(f"{form} vs torch{tag}",
+                                         f"{op} {format_size(size)}"
+                                         + (" (y=)" if ours_column == AUTO_Y else ""),
+                                         entries, ("torch",), 1.2, ours_column=ours_column)
+                        if row:
+                            rows.append(row)
+                    row = _ratio_row(f"{form} vs two-step{tag}", f"{op} {format_size(size)}",
+                                     entries, fused_peers, 2.0)
+                    if row:
+                        rows.append(row)
+        for key in sorted(k for k in groups if k[2] == dtype and k[4]):
+            op, form = key[0], key[1]
+            target = 2.0 if form == "and_grad" else 1.2
+            row = _ratio_row(f"{op} {form}{tag}", size_label(key), groups[key], PEER_COLUMNS,
+                             target)
+            if row:
+                rows.append(row)
+    threads = defaultdict(dict)
+    for rec in records:
+        if rec.get("kind") == "threads":
+            threads[rec["op"]][int(rec["threads"])] = rec
+    for op, by_n in sorted(threads.items()):
+        if 1 in by_n and len(by_n) > 1:
+            n = max(by_n)
+            scale = by_n[1]["median"] / by_n[n]["median"]
+            rows.append(["thread scaling", f"{op} 1e7, {n} vs 1 thread",
+                         format_time(by_n[n]["median"]), f"1 thread {format_time(by_n[1]['median'])}",
+                         f"{scale:.2f}x", ">= 1.7x", "yes" if scale >= 1.7 else "NO"])
+    return rows
+
+
+def plot(records: list[dict], path: str, dtype: str = "float32", forms=("forward",),
+         ops=None) -> int:
     """Throughput (GB/s) against size: one panel per op/form, one line per backend and peer,
     ``np.copyto`` dashed.  Returns the number of panels drawn."""
     from matplotlib.figure import Figure
 
     series: dict = defaultdict(lambda: defaultdict(list))  # (op, form) -> column -> [(n, GB/s)]
     for rec in records:
-        if rec["dtype"] != dtype or rec["form"] not in forms or gbs(rec) is None:
+        if (rec["dtype"] != dtype or rec["form"] not in forms or gbs(rec) is None
+                or rec.get("row_length") or rec.get("kind") == "threads"
+                or (ops and rec["op"] not in ops)):
             continue
         series[(rec["op"], rec["form"])][rec["backend"]].append((int(rec["size"]), gbs(rec)))
     panels = list(series)
@@ -253,7 +480,7 @@ def plot(records: list[dict], path: str, dtype: str = "float32", forms=("forward
             if not points:
                 continue
             n, v = zip(*points)
-            style = {"ls": "--", "color": "0.4"} if column == COPY else {
+            style = {"ls": "--" if column == COPY else ":", "color": "0.4"} if column in COPIES else {
                 "marker": "o", "color": colors[column],
                 "lw": 2.2 if column not in PEER_COLUMNS else 1.2}
             ax.loglog(n, v, label=column, **style)
@@ -278,7 +505,8 @@ def plot(records: list[dict], path: str, dtype: str = "float32", forms=("forward
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("json", help="file written by pytest --benchmark-json")
+    parser.add_argument("json", nargs="+",
+                        help="file(s) written by pytest --benchmark-json (several: merged)")
     parser.add_argument("--markdown", action="store_true",
                         help="GitHub markdown tables (default: plain aligned columns)")
     parser.add_argument("--plot", metavar="FILE.png",
@@ -286,14 +514,37 @@ def main(argv=None) -> int:
     parser.add_argument("--plot-dtype", default="float32", help="dtype of the plot")
     parser.add_argument("--plot-forms", default="forward",
                         help="comma-separated forms to plot (default: forward)")
+    parser.add_argument("--plot-ops", default="",
+                        help="comma-separated ops to plot (default: all)")
+    parser.add_argument("--compact", metavar="SIZES",
+                        help="only a compact table of the automatic call at these sizes "
+                             "(e.g. 1e6,1e7; row-length groups included) and the goals")
+    parser.add_argument("--dtype", default="float32", help="dtype of --compact")
+    parser.add_argument("--slim", metavar="OUT.json",
+                        help="also write the merged benchmarks as one small JSON (.json.gz: "
+                             "compressed), to commit")
     args = parser.parse_args(argv)
-    records = load(args.json)
+    if args.slim:
+        n = slim(args.json, args.slim)
+        print(f"report.py: {n} benchmarks written to {args.slim}", file=sys.stderr)
+    # later files win where they hold the same benchmark (a rerun of some groups)
+    records = list({(r.get("fullname"), r["op"], r["form"], r["dtype"], r["size"],
+                     r.get("row_length"), r.get("threads"), r["backend"]): r
+                    for path in args.json for r in load(path)}.values())
     if not records:
-        print(f"report.py: no fastact benchmarks in {args.json}", file=sys.stderr)
+        print(f"report.py: no fastact benchmarks in {', '.join(args.json)}", file=sys.stderr)
         return 1
-    print(render(records, markdown=args.markdown))
+    if args.compact:
+        sizes = {int(float(v)) for v in args.compact.split(",")}
+        print(compact(records, args.dtype, sizes, markdown=args.markdown))
+    else:
+        print(render(records, markdown=args.markdown))
+    table = goals(records, markdown=args.markdown)
+    if table:
+        print("\n" + table)
     if args.plot:
-        n = plot(records, args.plot, args.plot_dtype, tuple(args.plot_forms.split(",")))
+        n = plot(records, args.plot, args.plot_dtype, tuple(args.plot_forms.split(",")),
+                 ops=[o for o in args.plot_ops.split(",") if o])
         print(f"\nplot: {n} panels written to {args.plot}" if n else
               f"\nplot: no {args.plot_dtype} results for {args.plot_forms}", file=sys.stderr)
     return 0

@@ -10,11 +10,16 @@ so a new op or backend shows up here without edits.  Each benchmark group
 ``{op}-{form}-{dtype}-{size}`` holds, side by side:
 
 * one entry per fastact backend (``backend=`` forced; unavailable ones are skipped with the
-  reason);
+  reason), and ``auto``: the call a user writes (no ``backend=``), i.e. the measured dispatch
+  table's choice and the small-array fast path -- the column the issue-7 goals are judged on;
+  in the backward groups of ops that accept ``y=`` also ``auto-y``, the backward from the
+  output (what PyTorch's sigmoid/tanh backward kernels compute);
 * ``numpy-expr``: the NumPy expression a user would write instead, from
   ``fastact._bench.NUMPY_BASELINES`` (shared with ``python -m fastact bench``).  An op/form of
   the registry without a baseline fails here;
-* ``copy``: ``np.copyto`` of as many bytes as the op writes -- the memory-bandwidth yardstick;
+* ``copy``: ``np.copyto`` of as many bytes as the op writes -- the memory-bandwidth yardstick
+  (one thread); ``copy-mt``: the same copy split over all threads (a Numba ``prange`` loop
+  compiled here), the multi-threaded bandwidth a parallel kernel can reach;
 * ``scipy``, ``numexpr``, ``torch``: peer libraries where they have the op/form
   (``fastact._peers``; the ``bench`` extra installs them, a missing one is skipped with the
   reason).  Like numpy-expr, each peer's result is checked against fastact's at small sizes.
@@ -23,6 +28,11 @@ so a new op or backend shows up here without edits.  Each benchmark group
 outputs written once; 2x the copied bytes for ``copy``), from which ``report.py`` derives
 GB/s and the % of copy bandwidth.  Inputs: ``fastact._bench.bench_shape`` (rows of 1000 for
 row-wise ops, ``(N, 10, 100)`` for prelu, 1-D otherwise), values ~ N(0, 3^2).
+
+Two more groups: ``test_bench_rows`` (softmax, log_softmax and cross_entropy_and_grad on rows
+of 32, 1024 and 32000 elements, ~4M elements in all) and ``test_bench_threads`` (compute-bound
+ops at 1e7 elements with 1 and with all threads: the thread-scaling goal).
+``--bench-sizes`` and ``--bench-dtypes`` select a subset (conftest.py).
 
 Each target is called before timing (Numba compiles on its first call; compile time is never
 timed), then ``benchmark.pedantic`` runs enough rounds to fill ``--bench-time`` seconds (at
@@ -41,8 +51,24 @@ import fastact as fa
 from fastact import _bench, _dispatch, _peers, _registry
 from fastact._bench import NUMPY_BASELINES
 
+#: The automatic call (no ``backend=``): what users get.
+AUTO = "auto"
+#: NAME_backward from the output (``y=``), automatic: timed in the backward groups of the ops
+#: that accept ``y=``, the form PyTorch's sigmoid/tanh backward kernels compute.
+AUTO_Y = "auto-y"
 #: Pseudo-backends timed in every group next to the real ones.
-BASELINES = ("numpy-expr", "copy")
+BASELINES = ("numpy-expr", "copy", "copy-mt")
+#: Pause before each benchmark so the thread pools of the previous entry (OpenMP and TBB
+#: workers spin-wait for a while after a parallel region, PyTorch's too) are idle again:
+#: without it a 1,000-element call right after a torch entry measured 46 instead of ~15 us.
+SETTLE_S = 0.005
+#: Row lengths of test_bench_rows, and its element count (rounded down to whole rows).
+ROW_LENGTHS = (32, 1024, 32000)
+ROWS_ELEMENTS = 4_096_000
+ROW_OPS = (("softmax", "forward"), ("log_softmax", "forward"), ("cross_entropy", "and_grad"))
+#: Compute-bound ops of the thread-scaling goal, timed at THREADS_SIZE elements.
+THREAD_OPS = ("gelu", "mish", "softplus")
+THREADS_SIZE = 10_000_000
 QUICK_SIZES = (1_000, 1_000_000)
 QUICK_DTYPES = ("float32",)
 MIN_ROUNDS = 5
@@ -66,16 +92,43 @@ def _backend_columns(config) -> tuple[str, ...]:
         if name not in _dispatch.KNOWN:
             raise pytest.UsageError(f"--bench-backends: unknown backend {name!r}; known: "
                                     f"{', '.join(_dispatch.KNOWN)}")
-    return tuple(b for b in _dispatch.KNOWN if not wanted or b in wanted) + BASELINES
+    return tuple(b for b in _dispatch.KNOWN if not wanted or b in wanted) + (AUTO,) + BASELINES
+
+
+def _selected_dtypes(config) -> tuple[str, ...]:
+    chosen = config.getoption("bench_dtypes")
+    if chosen:
+        names = tuple(d.strip() for d in chosen.split(",") if d.strip())
+        bad = [d for d in names if d not in _registry.KERNEL_DTYPES]
+        if bad:
+            raise pytest.UsageError(f"--bench-dtypes: unknown {bad}; choose from "
+                                    f"{', '.join(_registry.KERNEL_DTYPES)}")
+        return names
+    return QUICK_DTYPES if config.getoption("bench_quick") else _registry.KERNEL_DTYPES
 
 
 def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    dtypes = _selected_dtypes(config)
+    columns = _backend_columns(config)
+    if "row_length" in metafunc.fixturenames:
+        params = [(op, form, dtype, width, column)
+                  for dtype in dtypes for op, form in ROW_OPS for width in ROW_LENGTHS
+                  for column in columns + tuple(p.library for p in _peers.peers_for(op, form))]
+        metafunc.parametrize("op,form,dtype,row_length,backend_column", params,
+                             ids=[f"{o}-{f}-{d}-rows{w}-{c}" for o, f, d, w, c in params])
+        return
     if "backend_column" not in metafunc.fixturenames:
         return
-    quick = metafunc.config.getoption("bench_quick")
-    dtypes = QUICK_DTYPES if quick else _registry.KERNEL_DTYPES
-    columns = _backend_columns(metafunc.config)
+    quick = config.getoption("bench_quick")
     all_sizes = sorted({s for op in _registry.OPS for s in _sizes(op, quick)})
+    wanted_sizes = config.getoption("bench_sizes")
+    if wanted_sizes:
+        try:
+            keep = {int(float(v)) for v in wanted_sizes.split(",") if v.strip()}
+        except ValueError:
+            raise pytest.UsageError(f"--bench-sizes: not numbers: {wanted_sizes!r}") from None
+        all_sizes = [s for s in all_sizes if s in keep]
     params, ids = [], []
     # dtype and size outermost so one input array serves many groups; backends innermost so
     # a group's extra operands (grad, y, weight) are built once and its entries run back to
@@ -87,7 +140,10 @@ def pytest_generate_tests(metafunc):
                     continue
                 for form in spec.forms:
                     peers = [p.library for p in _peers.peers_for(spec.name, form)]
-                    for column in columns + tuple(peers):
+                    extra = ((AUTO_Y,) if form == "backward" and spec.kind == "elementwise"
+                             and spec.y_backward is not None
+                             and spec.y_backward(dict(spec.defaults)) else ())
+                    for column in columns + extra + tuple(peers):
                         params.append((spec.name, form, dtype, size, column))
                         ids.append(f"{spec.name}-{form}-{dtype}-{size}-{column}")
     metafunc.parametrize("op,form,dtype,size,backend_column", params, ids=ids)
@@ -126,6 +182,24 @@ def _copy_arrays(group: dict, dtype: str):
         src = _bench.make_input(n, dtype, seed=1)
         group["copy"] = (np.empty_like(src), src)
     return group["copy"]
+
+
+_parallel_copy_kernel = None
+
+
+def _parallel_copy(dst: np.ndarray, src: np.ndarray) -> None:
+    """``dst[:] = src`` on all threads (Numba ``prange``, compiled on first use)."""
+    global _parallel_copy_kernel
+    if _parallel_copy_kernel is None:
+        import numba
+
+        @numba.njit(parallel=True, cache=False)
+        def copy_kernel(d, s):
+            for i in numba.prange(s.size):
+                d[i] = s[i]
+
+        _parallel_copy_kernel = copy_kernel
+    _parallel_copy_kernel(dst, src)
 
 
 def _as_tuple(result):
@@ -176,6 +250,65 @@ def _plan(target, budget: float) -> tuple[int, int]:
 
 
 def test_bench(benchmark, request, op, form, dtype, size, backend_column):
+    _run(benchmark, request, op, form, dtype, backend_column, _group(op, form, dtype, size),
+         group_name=f"{op}-{form}-{dtype}-{size}", info={"size": size})
+
+
+def test_bench_rows(benchmark, request, op, form, dtype, row_length, backend_column):
+    """Row-wise ops on rows of 32, 1024 and 32000 elements (the issue-7 softmax and
+    cross-entropy goals), ~4M elements in all."""
+    rows = ROWS_ELEMENTS // row_length
+    key = ("rows", op, form, dtype, row_length)
+    if key not in _group_cache:
+        _group_cache.clear()
+        case = _bench.make_case(op, form, rows * row_length, dtype,
+                                x=_input(ROWS_ELEMENTS, dtype), shape=(rows, row_length))
+        _group_cache[key] = {"case": case}
+    _run(benchmark, request, op, form, dtype, backend_column, _group_cache[key],
+         group_name=f"{op}-{form}-{dtype}-{rows}x{row_length}",
+         info={"size": rows * row_length, "row_length": row_length})
+
+
+@pytest.mark.parametrize("threads", ["1", "all"])
+@pytest.mark.parametrize("op", THREAD_OPS)
+def test_bench_threads(benchmark, request, op, threads):
+    """Thread scaling: the automatic call at 1e7 float32 elements on one thread and on all
+    (``fa.set_num_threads``)."""
+    case = _bench.make_case(op, "forward", THREADS_SIZE, "float32",
+                            x=_input(THREADS_SIZE, "float32"))
+    n = 1 if threads == "1" else _bench.cpu_count()
+    previous = fa.set_num_threads(n)
+    try:
+        target = case.fastact()
+        rounds, iterations = _plan(target, request.config.getoption("bench_time"))
+        benchmark.group = f"threads-{op}-float32-{THREADS_SIZE}"
+        benchmark.extra_info.update(backend=AUTO, op=op, form="forward", dtype="float32",
+                                    size=THREADS_SIZE, threads=n, bytes=case.bytes_moved,
+                                    kind="threads")
+        time.sleep(SETTLE_S)
+        benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
+    finally:
+        fa.set_num_threads(previous)
+
+
+def _from_output(case: _bench.Case, dtype: str):
+    """``NAME_backward(grad, y=NAME(x))`` for a backward case built with ``x=`` (same bytes:
+    grad and one saved array in, one array out), checked against the ``x=`` result."""
+    kwargs = dict(case.kwargs)
+    x = kwargs.pop("x")
+    forward = getattr(fa, case.spec.public_name("forward"))
+    kwargs["y"] = forward(x, **{k: v for k, v in kwargs.items() if k in case.spec.param_names})
+    fn, args = case.fn, case.args
+    if x.size <= CHECK_UP_TO:
+        rtol = 1e-4 if dtype == "float32" else 1e-10
+        want = case.fastact()()
+        np.testing.assert_allclose(fn(*args, **kwargs), want, rtol=rtol,
+                                   atol=rtol * float(np.max(np.abs(want))))
+    return lambda: fn(*args, **kwargs)
+
+
+def _run(benchmark, request, op, form, dtype, backend_column, group, group_name, info):
+    """Time one column of one group (shared by test_bench and test_bench_rows)."""
     baseline = NUMPY_BASELINES.get((op, form))
     if baseline is None:
         pytest.fail(f"fastact/_bench.py NUMPY_BASELINES has no numpy-expr baseline for "
@@ -193,14 +326,16 @@ def test_bench(benchmark, request, op, form, dtype, size, backend_column):
         (peer,) = [p for p in _peers.peers_for(op, form) if p.library == backend_column]
         if not _peers.available(peer.library):
             pytest.skip(f"peer {peer.library} is not installed (pip install 'fastact[bench]')")
-    group = _group(op, form, dtype, size)
     case: _bench.Case = group["case"]
-    info = dict(backend=backend_column, op=op, form=form, dtype=dtype, size=size,
+    info = dict(info, backend=backend_column, op=op, form=form, dtype=dtype,
                 elements=case.x.size, shape=list(case.x.shape),
                 allocator=getattr(request.config, "fastact_allocator", "default"))
-    if backend_column == "copy":
+    if backend_column in ("copy", "copy-mt"):
         dst, src = _copy_arrays(group, dtype)
-        target = lambda: np.copyto(dst, src)  # noqa: E731
+        if backend_column == "copy":
+            target = lambda: np.copyto(dst, src)  # noqa: E731
+        else:
+            target = lambda: _parallel_copy(dst, src)  # noqa: E731
         info.update(bytes=2 * dst.nbytes, in_bytes=src.nbytes, out_bytes=dst.nbytes)
     elif peer is not None:
         target = peer.prepare(case.args, case.kwargs)
@@ -214,13 +349,16 @@ def test_bench(benchmark, request, op, form, dtype, size, backend_column):
                 _check_baseline(case, dtype)
             target = case.numpy_expr()
             info["expr"] = baseline.expr
+        elif backend_column == AUTO_Y:
+            target = _from_output(case, dtype)
         else:
-            target = case.fastact(backend_column)
+            target = case.fastact(None if backend_column == AUTO else backend_column)
         info.update(bytes=case.bytes_moved, in_bytes=case.in_nbytes, out_bytes=case.out_nbytes)
 
     rounds, iterations = _plan(target, request.config.getoption("bench_time"))
-    benchmark.group = f"{op}-{form}-{dtype}-{size}"
+    benchmark.group = group_name
     benchmark.extra_info.update(info)
+    time.sleep(SETTLE_S)
     with _bench.OtherLoad() as load:
         benchmark.pedantic(target, rounds=rounds, iterations=iterations, warmup_rounds=0)
     # share of the machine other processes used meanwhile (report.py flags noisy groups)

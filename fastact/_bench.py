@@ -530,17 +530,19 @@ class Case:
         return lambda: fn(*args, **kwargs)
 
 
-def make_case(op: str, form: str, size: int, dtype, *, x: np.ndarray | None = None) -> Case:
+def make_case(op: str, form: str, size: int, dtype, *, x: np.ndarray | None = None,
+              shape: tuple[int, ...] | None = None) -> Case:
     """The benchmark case for ``op``/``form`` at ``size`` elements of ``dtype``.
 
     ``x``: an optional pre-made 1-D input of at least ``size`` elements (reused across cases).
+    ``shape``: the input's shape instead of :func:`bench_shape`'s (e.g. other row lengths).
     """
     from ._tools import example_call
 
     spec = _registry.get(op)
     if form not in spec.forms:
         raise ValueError(f"{op} has no form {form!r}; forms: {', '.join(spec.forms)}")
-    shape = bench_shape(spec, size)
+    shape = tuple(shape) if shape is not None else bench_shape(spec, size)
     n = math.prod(shape)
     if x is None or x.size < n or x.dtype != np.dtype(dtype):
         x = make_input(n, dtype)

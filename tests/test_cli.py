@@ -133,6 +133,76 @@ def test_report_on_synthetic_json(tmp_path):
     assert "1.59x" in summary               # geometric mean of 4x, 1x and 1x
     plain = _ok(_run(REPORT, path))
     assert "numba speed-up" in plain and "|" not in plain
+    # --slim writes a small (gzip) JSON that reads back to the same report
+    slim = tmp_path / "slim.json.gz"
+    proc = _run(REPORT, path, "--slim", slim)
+    assert proc.returncode == 0 and slim.exists(), proc.stderr
+    assert _ok(_run(REPORT, slim)) == plain
+    # several files merge; a later file's benchmark replaces the same one of an earlier file
+    faster = json.loads(path.read_text())
+    for bench in faster["benchmarks"]:
+        if bench["extra_info"]["op"] == "sigmoid" and bench["extra_info"]["backend"] == "numba":
+            bench["stats"]["median"] = 0.5e-3
+    rerun = tmp_path / "rerun.json"
+    rerun.write_text(json.dumps(faster))
+    merged = _ok(_run(REPORT, path, rerun))
+    assert "8.00x" in merged.split("== sigmoid forward")[1].split("==")[0]
+
+
+def test_report_checks_the_issue_goals_on_the_automatic_call(tmp_path):
+    """The goals table judges ``auto`` against the fastest peer of each group: the ratio, the
+    memory-limit alternative (both >= 90% of copy-mt), the 1-thread copy floor at 1e7, the
+    row-length groups and thread scaling."""
+    n, big = 1_000_000, 10_000_000
+    entries = [
+        # sigmoid 1e6: auto 1 ms, torch 1.5 ms -> 1.50x, met
+        _bench_entry("sigmoid", "forward", "float32", n, "auto", 1e-3, 8 * n),
+        _bench_entry("sigmoid", "forward", "float32", n, "numba", 0.9e-3, 8 * n),
+        _bench_entry("sigmoid", "forward", "float32", n, "torch", 1.5e-3, 8 * n),
+        _bench_entry("sigmoid", "forward", "float32", n, "numpy-expr", 4e-3, 8 * n),
+        # relu 1e7: auto 10 ms vs torch 9.5 ms (0.95x) but both >= 90% of copy-mt (9.2 ms): met;
+        # 8 GB/s against a 1-thread copy of 10 GB/s: the copy floor is not met
+        _bench_entry("relu", "forward", "float32", big, "auto", 10e-3, 80 * n),
+        _bench_entry("relu", "forward", "float32", big, "torch", 9.5e-3, 80 * n),
+        _bench_entry("relu", "forward", "float32", big, "copy-mt", 9.2e-3, 80 * n),
+        _bench_entry("relu", "forward", "float32", big, "copy", 8e-3, 80 * n),
+        # tanh backward: 1.1x torch (not met), 3x the two-step NumPy expression (met)
+        _bench_entry("tanh", "backward", "float32", n, "auto", 1e-3, 12 * n),
+        _bench_entry("tanh", "backward", "float32", n, "torch", 1.1e-3, 12 * n),
+        _bench_entry("tanh", "backward", "float32", n, "numpy-expr", 3e-3, 12 * n),
+    ]
+    rows = _bench_entry("softmax", "forward", "float32", 4_096_000, "auto", 2e-3, 32 * n)
+    rows["extra_info"]["row_length"] = 32
+    peer_rows = _bench_entry("softmax", "forward", "float32", 4_096_000, "torch", 3e-3, 32 * n)
+    peer_rows["extra_info"]["row_length"] = 32
+    entries += [rows, peer_rows]
+    for threads, median in ((1, 0.2), (2, 0.125)):
+        e = _bench_entry("gelu", "forward", "float32", big, "auto", median, 80 * n)
+        e["extra_info"].update(kind="threads", threads=threads)
+        entries.append(e)
+    path = tmp_path / "goals.json"
+    path.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": entries,
+                                "datetime": "2024-01-01T00:00:00", "version": "5.1.0"}))
+    out = _ok(_run(REPORT, path))
+    goals = out.split("issue-7 goals:")[1]
+    lines = {tuple(line.split()[:3]): line for line in goals.splitlines() if line.strip()}
+
+    def row(*start):
+        (line,) = [v for k, v in lines.items() if k[:len(start)] == start]
+        return line.rstrip()
+
+    assert "1.50x" in row("elementwise", "sigmoid") and row("elementwise", "sigmoid").endswith("yes")
+    relu = row("elementwise", "relu")
+    assert "0.95x" in relu and "both >= 90% of copy-mt" in relu and relu.endswith("yes")
+    assert row("elementwise", "vs", "1-thread").endswith("NO")       # 8 vs 10 GB/s
+    assert "1.10x" in row("backward", "vs", "torch") and row("backward", "vs", "torch").endswith("NO")
+    assert "3.00x" in row("backward", "vs", "two-step") and row("backward", "vs", "two-step").endswith("yes")
+    assert "1.50x" in row("softmax", "forward") and "128,000 rows x 32" in row("softmax", "forward")
+    assert "1.60x" in row("thread", "scaling") and row("thread", "scaling").endswith("NO")
+    assert "4 of 7 met" in out
+    # the row-length group gets its own line in the softmax table, thread records stay out
+    assert "128,000 rows x 32" in out.split("== softmax forward")[1]
+    assert "== gelu forward" not in out
 
 
 def test_report_on_a_real_pytest_benchmark_run(tmp_path):
@@ -146,7 +216,7 @@ def test_report_on_a_real_pytest_benchmark_run(tmp_path):
     groups = {b["group"] for b in data["benchmarks"]}
     assert "relu-forward-float32-1000" in groups
     backends = {b["extra_info"]["backend"] for b in data["benchmarks"]}
-    assert {"numpy-expr", "copy"} <= backends
+    assert {"numpy-expr", "copy", "copy-mt", "auto"} <= backends
     assert set(fastact.backends()) - {"cuda"} <= backends
     out = _ok(_run(REPORT, path))
     assert "== relu forward" in out

@@ -472,7 +472,7 @@ def test_warmup():
 # the small-array fast path (fastact.api._FAST) must not change what runs or what comes back
 # ------------------------------------------------------------------------------------------------
 
-FAST_OPS = [op for op in _registry.elementwise_ops() if not op.params]
+FAST_OPS = list(_registry.elementwise_ops())
 
 
 @pytest.mark.parametrize("spec", FAST_OPS, ids=lambda s: s.name)
@@ -484,17 +484,76 @@ def test_fast_path_equals_the_normal_path(spec, form):
         pytest.skip("the fast path is the Numba backend's")
     fn = getattr(fa, spec.public_name(form))
     x = np.linspace(-6, 6, 257).astype(np.float32)
-    fn(x)  # the first call takes the normal path and fills the table
+    # the registry's defaults, or example values where a parameter has none (threshold)
+    params = {p.name: p.default if p.default is not None else 0.5 + i
+              for i, p in enumerate(spec.params)}
+    fn(x, **params)  # the first call takes the normal path and fills the table
     if _config.BACKEND is None:
         assert api._FAST[f"{spec.name}_{form}"], "fast path not enabled by an automatic call"
     else:  # FASTACT_BACKEND overrides automatic dispatch: no shortcut to Numba
         assert not api._FAST[f"{spec.name}_{form}"]
+    if spec.params and _config.BACKEND is None:
+        # the values were validated by that call and are cached for the fast path (so the
+        # registry's defaults must be plain nonzero floats, or strings)
+        assert tuple(params.values()) in api._FAST_PARAMS[spec.name], (
+            f"{spec.name}: parameters {params} not cached for the fast path")
     for a in (x, x.astype(np.float64), x[:0], x[:1].reshape(()), x.reshape(257, 1)):
-        got = fn(a)
-        want = fn(a, backend=_config.BACKEND or "numba")  # the normal path (explicit backend)
+        got = fn(a, **params)
+        want = fn(a, **params, backend=_config.BACKEND or "numba")  # the normal path
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
         assert got is not a
+
+
+def test_fast_path_with_parameters_takes_only_validated_plain_values(monkeypatch):
+    """Parametrised ops: the fast path runs only parameter values that the normal path has
+    validated, passed as plain floats; everything else (bools, ints, NumPy scalars, invalid or
+    zero values) takes the normal path with its conversions and errors."""
+    from fastact import api
+
+    if "numba" not in fa.backends() or _config.BACKEND is not None:
+        pytest.skip("the fast path is automatic dispatch's, on Numba")
+    x = np.linspace(-3, 3, 101).astype(np.float32)
+    monkeypatch.setitem(api._FAST_PARAMS, "leaky_relu", {})
+    cache = api._FAST_PARAMS["leaky_relu"]
+    want = fa.leaky_relu(x, negative_slope=0.2, backend="numba")
+    first = fa.leaky_relu(x, negative_slope=0.2)
+    assert cache == {(0.2,): (0.2,)}
+    np.testing.assert_array_equal(fa.leaky_relu(x, negative_slope=0.2), want)
+    np.testing.assert_array_equal(first, want)
+    # a bool equals 1.0 as a dict key, but validation rejects it: never served from the cache
+    fa.leaky_relu(x, negative_slope=1.0)
+    with pytest.raises(TypeError, match="negative_slope"):
+        fa.leaky_relu(x, negative_slope=True)
+    # ints and NumPy scalars are converted by the normal path (and not cached)
+    np.testing.assert_array_equal(fa.leaky_relu(x, negative_slope=1),
+                                  fa.leaky_relu(x, negative_slope=1.0, backend="numba"))
+    np.testing.assert_array_equal(fa.leaky_relu(x, negative_slope=np.float32(0.5)),
+                                  fa.leaky_relu(x, negative_slope=0.5, backend="numba"))
+    assert set(cache) == {(0.2,), (1.0,), (0.5,)}  # (0.5 from the call with backend=)
+    assert all(type(key[0]) is float for key in cache)
+    # -0.0 and 0.0 are one dict key but give differently signed zeros: neither is cached
+    for slope in (0.0, -0.0, 0.0, -0.0):
+        got = fa.leaky_relu(x, negative_slope=slope)
+        want = fa.leaky_relu(x, negative_slope=slope, backend="numba")
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    assert (0.0,) not in cache
+    # invalid values keep raising, however often they are passed
+    for _ in range(2):
+        with pytest.raises(ValueError, match="fastact.elu: alpha"):
+            fa.elu(x, alpha=float("nan"))
+    # choice parameters (strings) are cached too
+    np.testing.assert_array_equal(fa.gelu(x, approximate="tanh"),
+                                  fa.gelu(x, approximate="tanh", backend="numba"))
+    np.testing.assert_array_equal(fa.gelu(x, approximate="tanh"),
+                                  fa.gelu(x, approximate="tanh", backend="numba"))
+    assert ("tanh",) in api._FAST_PARAMS["gelu"]
+    with pytest.raises(ValueError, match="approximate"):
+        fa.gelu(x, approximate="fast")
+    # a sweep over many values keeps the cache bounded
+    for i in range(3 * api._FAST_PARAMS_MAX):
+        fa.leaky_relu(x[:4], negative_slope=0.001 * (i + 1))
+    assert len(cache) <= api._FAST_PARAMS_MAX
 
 
 def test_fast_path_respects_context_and_arguments(monkeypatch):

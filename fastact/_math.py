@@ -30,15 +30,6 @@ Conventions shared by all formulas (DESIGN.md sections 3 and 4):
 
 from math import copysign, fabs, ldexp
 
-__all__ = [
-    "pow2", "exp_poly",
-    "sigmoid", "sigmoid_derivative", "sigmoid_and_derivative", "sigmoid_derivative_from_y",
-    "tanh", "tanh_derivative", "tanh_derivative_from_y",
-    "relu", "relu_derivative", "relu_derivative_from_y",
-    "leaky_relu", "leaky_relu_derivative", "leaky_relu_derivative_from_y",
-    "elu", "elu_derivative", "elu_and_derivative", "elu_derivative_from_y",
-]
-
 
 # --- exp: range reduction + polynomial + exponent bits (DESIGN.md section 5) ------------------
 # libm's exp is a scalar call that stops LLVM and gcc from vectorising a loop; this one is

@@ -184,7 +184,7 @@ def test_report_checks_the_issue_goals_on_the_automatic_call(tmp_path):
     path.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": entries,
                                 "datetime": "2024-01-01T00:00:00", "version": "5.1.0"}))
     out = _ok(_run(REPORT, path))
-    goals = out.split("issue-7 goals:")[1]
+    goals, per_goal = out.split("issue-7 goals:")[1].split("issue-7 goals per goal")
     lines = {tuple(line.split()[:3]): line for line in goals.splitlines() if line.strip()}
 
     def row(*start):
@@ -200,6 +200,10 @@ def test_report_checks_the_issue_goals_on_the_automatic_call(tmp_path):
     assert "1.50x" in row("softmax", "forward") and "128,000 rows x 32" in row("softmax", "forward")
     assert "1.60x" in row("thread", "scaling") and row("thread", "scaling").endswith("NO")
     assert "4 of 7 met" in out
+    # the count per goal names the cases that miss it
+    summary = {line.split("  ")[0].strip(): line for line in per_goal.splitlines() if "of" in line}
+    assert "2 of 2" in summary["elementwise"] and "0 of 1" in summary["thread scaling"]
+    assert "relu 1e7 0.80x" in summary["elementwise vs 1-thread copy"]
     # the row-length group gets its own line in the softmax table, thread records stay out
     assert "128,000 rows x 32" in out.split("== softmax forward")[1]
     assert "== gelu forward" not in out

@@ -60,22 +60,20 @@ def exp_float32(x):
     return p * _float32_from_bits(np.int32((np.int32(k) + np.int32(127)) << np.int32(23)))
 
 
-@njit(parallel=True, error_model="numpy")
-def sigmoid_float64_degree13(x, out):
-    for i in prange(x.size):
-        v = np.float64(x[i])
-        e = exp13(-abs(v))
-        r = 1.0 / (1.0 + e)
-        out[i] = r if v >= 0 else e * r
+def sigmoid_float64(exp):
+    """A float32 sigmoid loop computing in float64 with the given exp."""
+    @njit(parallel=True, error_model="numpy")
+    def kernel(x, out):
+        for i in prange(x.size):
+            v = np.float64(x[i])
+            e = exp(-abs(v))
+            r = 1.0 / (1.0 + e)
+            out[i] = r if v >= 0 else e * r
+    return kernel
 
 
-@njit(parallel=True, error_model="numpy")
-def sigmoid_float64_degree7(x, out):
-    for i in prange(x.size):
-        v = np.float64(x[i])
-        e = exp7(-abs(v))
-        r = 1.0 / (1.0 + e)
-        out[i] = r if v >= 0 else e * r
+sigmoid_float64_degree13 = sigmoid_float64(exp13)
+sigmoid_float64_degree7 = sigmoid_float64(exp7)
 
 
 @njit(parallel=True, error_model="numpy")

@@ -59,8 +59,9 @@ AUTO_Y = "auto-y"
 #: Pseudo-backends timed in every group next to the real ones.
 BASELINES = ("numpy-expr", "copy", "copy-mt")
 #: Pause before each benchmark so the thread pools of the previous entry (OpenMP and TBB
-#: workers spin-wait for a while after a parallel region, PyTorch's too) are idle again:
-#: without it a 1,000-element call right after a torch entry measured 46 instead of ~15 us.
+#: workers spin-wait for a while after a parallel region, PyTorch's too) are idle again.
+#: Measured on 1,000 float32 elements, relu with backend='numba' (the general path): 46 us in a
+#: run without the pause, 26 us with it, 13-18 us in a process that never imported torch.
 SETTLE_S = 0.005
 #: Row lengths of test_bench_rows, and its element count (rounded down to whole rows).
 ROW_LENGTHS = (32, 1024, 32000)

@@ -49,9 +49,9 @@ import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import njit, prange
 from numba import types as nbtypes
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from .. import _config, _math, _registry
+from .. import _config, _math, _math32, _registry
 
 #: Compilation options for every kernel.  Never ``fastmath`` (DESIGN.md section 4).
 #: ``error_model='numpy'``: division by zero gives inf/NaN instead of a check that blocks
@@ -258,6 +258,53 @@ FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
                                       # (91 of them) and double the cold compile time
                                       "mul_add": _mul_add_intrinsic})
 _exp = FORMULAS["exp_poly"]
+
+
+# --------------------------------------------------------------------------------------------
+# float32 twins (_math32.py): float32 arithmetic for float32 inputs
+# --------------------------------------------------------------------------------------------
+
+@intrinsic
+def _pow2_single(typingctx, k):
+    """2^k as float32 for an integer-valued float32 k in [-126, 127] (the primitive
+    ``_math32.pow2``): k + 2^23 + 127 holds the biased exponent in its low mantissa bits, which
+    are shifted into the exponent field (no float-to-int conversion, so NaN is harmless)."""
+    def codegen(context, builder, signature, args):
+        f32, i32 = llvm_ir.FloatType(), llvm_ir.IntType(32)
+        biased = builder.bitcast(builder.fadd(args[0], llvm_ir.Constant(f32, 8388735.0)), i32)
+        biased = builder.sub(biased, llvm_ir.Constant(i32, 0x4B000000))
+        return builder.bitcast(builder.shl(biased, llvm_ir.Constant(i32, 23)), f32)
+    return nbtypes.float32(nbtypes.float32), codegen
+
+
+@intrinsic
+def _mul_add_single(typingctx, a, b, c):
+    """``llvm.fmuladd.f32`` (the primitive ``_math32.mul_add``)."""
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.fmuladd", [t], llvm_ir.FunctionType(t, [t, t, t]))
+        return builder.call(fn, args)
+    return nbtypes.float32(nbtypes.float32, nbtypes.float32, nbtypes.float32), codegen
+
+
+FORMULAS32 = _bind_formulas(_math32, njit(inline="always", **JIT_OPTIONS),
+                            primitives={"pow2": _pow2_single, "mul_add": _mul_add_single})
+
+
+def _by_dtype(name: str, params) -> object:
+    """A function ``T(x, *params)`` for kernels: ``_math32``'s twin of formula ``name`` when x
+    is float32, else the ``_math`` formula on x widened to float64.  The choice is made at
+    typing time (a Numba ``overload``), so each compiled kernel contains one of the two."""
+    args = ", ".join(["x", *params])
+    rest = "".join(f", {p}" for p in params)
+    ns = {"wide_formula": FORMULAS[name], "narrow_formula": FORMULAS32[name], "np": np,
+          "float32": nbtypes.float32}
+    exec(f"def {name}({args}):\n    raise NotImplementedError('only callable in kernels')\n"
+         f"def wide({args}):\n    return wide_formula(np.float64(x){rest})\n"
+         f"def narrow({args}):\n    return narrow_formula(x{rest})\n"
+         f"def typer({args}):\n    return narrow if x == float32 else wide\n", ns)
+    overload(ns[name], inline="always", jit_options=JIT_OPTIONS)(ns["typer"])
+    return ns[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,26 +515,32 @@ def _elementwise_specs(op: _registry.OpSpec):
     """(kernel name, arguments, loop length, loop body) for each kernel of an elementwise op."""
     # Formulas run in float64 and are rounded once when stored (float32 inputs are widened
     # exactly), as in the Cython kernels.
+    # Where _math32 has a twin, float32 inputs use it instead (T_<formula>, _by_dtype).
     p = "".join(f"{n}, " for n in op.param_names)
     pa = "".join(f", {n}" for n in op.param_names)
-    f = f"F_{op.name}"
-    X = "np.float64(x[i])"
-    fused = f"F_{op.name}_and_derivative"
-    if f"{op.name}_and_derivative" not in FORMULAS:
-        fused_call = f"({f}(xi{pa}), {f}_derivative(xi{pa}))"
+
+    def call(formula, x):
+        if formula in FORMULAS32:
+            return f"T_{formula}({x}{pa})"
+        return f"F_{formula}(np.float64({x}){pa})"
+
+    fused = f"{op.name}_and_derivative"
+    if fused in FORMULAS32 or (fused in FORMULAS and op.name not in FORMULAS32):
+        fused_call = call(fused, "x[i]")
     else:
-        fused_call = f"{fused}(xi{pa})"
+        fused_call = f"({call(op.name, 'x[i]')}, {call(op.name + '_derivative', 'x[i]')})"
     specs = [
-        (f"{op.name}_forward", f"x, {p}out", "x.size", f"out[i] = {f}({X}{pa})"),
-        (f"{op.name}_derivative", f"x, {p}out", "x.size", f"out[i] = {f}_derivative({X}{pa})"),
+        (f"{op.name}_forward", f"x, {p}out", "x.size", f"out[i] = {call(op.name, 'x[i]')}"),
+        (f"{op.name}_derivative", f"x, {p}out", "x.size",
+         f"out[i] = {call(op.name + '_derivative', 'x[i]')}"),
         (f"{op.name}_and_derivative", f"x, {p}out, dout", "x.size",
-         f"xi = {X}\n        v, d = {fused_call}\n        out[i] = v\n        dout[i] = d"),
+         f"v, d = {fused_call}\n        out[i] = v\n        dout[i] = d"),
         (f"{op.name}_backward", f"grad, x, {p}out", "x.size",
-         f"out[i] = grad[i] * {f}_derivative({X}{pa})"),
+         f"out[i] = grad[i] * {call(op.name + '_derivative', 'x[i]')}"),
     ]
     if op.y_backward is not None:
         specs.append((f"{op.name}_backward_from_y", f"grad, y, {p}out", "y.size",
-                      f"out[i] = grad[i] * {f}_derivative_from_y(np.float64(y[i]){pa})"))
+                      f"out[i] = grad[i] * {call(op.name + '_derivative_from_y', 'y[i]')}"))
     return specs
 
 
@@ -635,6 +688,11 @@ def _namespace() -> dict:
     for name, fn in FORMULAS.items():
         if isinstance(fn, numba.core.registry.CPUDispatcher):
             ns[f"F_{name}"] = fn
+    params = {f"{op.name}{suffix}": op.param_names for op in _registry.elementwise_ops()
+              for suffix in ("", "_derivative", "_and_derivative", "_derivative_from_y")}
+    for name in FORMULAS32:
+        if name in params:
+            ns[f"T_{name}"] = _by_dtype(name, params[name])
     ns.update({k: v for k, v in globals().items() if k.startswith("_") and
                isinstance(v, numba.core.registry.CPUDispatcher)})
     return ns

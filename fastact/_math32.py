@@ -1,0 +1,349 @@
+"""Float32 twins of some formulas of ``_math.py``, in float32 arithmetic (issue 7).
+
+``_math.py`` evaluates every formula in float64 and the kernels round once on store.  For
+float32 data that costs the compute-bound ops about half their speed: an AVX-512 vector holds
+16 float32 lanes but 8 float64 lanes, each element is converted twice, float64 division is
+slower per lane, and the float64 polynomials are twice as long as float32 needs
+(``benchmarks/tools/float32_math_experiment.py``: sigmoid at 1e7 elements, 2 threads, 20.7 ms
+in float64, 7.8 ms in float32 arithmetic).
+
+A function here has the **same name** as the ``_math.py`` formula it replaces for float32
+inputs, the same arguments, and the same meaning; the Numba CPU backend compiles kernels that
+call the float32 twin where the input is float32 and one exists, and the float64 formula
+otherwise (``numba_cpu._by_dtype``).  Parameters (alpha, beta, ...) arrive as float64 and are
+rounded to float32 where they enter float32 arithmetic.
+
+Rules, so that Numba keeps every operation in float32:
+
+* every constant is a module-level ``np.float32`` (a bare ``1.0`` is float64 and would widen
+  the whole expression);
+* ``abs`` rather than ``math.fabs``;
+* ``pow2`` and ``mul_add`` are backend primitives (exponent bits, ``llvm.fmuladd``), as in
+  ``_math.py``; the Python bodies here are their reference meaning, so that every function
+  also runs, slowly, as plain Python on ``np.float32`` scalars.
+
+Accuracy (DESIGN.md section 4 bounds, in float32 ULP) is tested over a strided sweep of all
+float32 bit patterns in ``tests/test_vector_math.py`` (helpers) and ``tests/test_float32_math.py``
+(ops); the measured maxima are in each docstring.  The Cython backend keeps the float64
+formulas (its kernels are generated from ``_math.py`` only); the dispatch table picks the
+faster backend per op, dtype and size from measurements.
+"""
+
+from math import ldexp
+
+import numpy as np
+
+F = np.float32
+W = np.float64
+
+ZERO = F(0.0)
+HALF = F(0.5)
+ONE = F(1.0)
+TWO = F(2.0)
+FOUR = F(4.0)
+
+# --- exp: Cody-Waite reduction + degree-6 polynomial + exponent bits ---------------------------
+# x = k ln2 + r, |r| <= ln2 / 2, ln2 = LN2_HI + LN2_LO with LN2_HI of 9 bits, so k LN2_HI and
+# x - k LN2_HI are exact for |k| <= 151.  e^r = 1 + r + r^2 P(r), P the minimax polynomial of
+# Cephes' expf (Moshier).  2^k is applied as two factors 2^k1 2^k2, so a subnormal result is
+# rounded once (by the last multiplication) and 2^128 overflows to inf only as a product.
+EXP_LOG2E = F(1.44269504088896341)
+EXP_LN2_HI = F(0.693359375)
+EXP_LN2_LO = F(-2.12194440e-4)
+EXP_ROUND = F(12582912.0)  # 1.5 * 2^23: (v + EXP_ROUND) - EXP_ROUND rounds v to an integer
+EXP_HI = F(88.75)  # e^x overflows float32 above 88.7228
+EXP_LO = F(-104.0)  # and rounds to 0 below -103.97
+EXP_P0 = F(1.9875691500e-4)
+EXP_P1 = F(1.3981999507e-3)
+EXP_P2 = F(8.3334519073e-3)
+EXP_P3 = F(4.1665795894e-2)
+EXP_P4 = F(1.6666665459e-1)
+EXP_P5 = F(5.0000001201e-1)
+
+
+def pow2(k):
+    """2^k as float32 for an integer-valued float32 k in [-126, 127] (backend primitive:
+    Numba builds it from exponent bits)."""
+    return F(ldexp(1.0, int(k)))
+
+
+def mul_add(a, b, c):
+    """a * b + c in float32, fused where the CPU has FMA (backend primitive)."""
+    return F(a * b + c)
+
+
+def exp_poly(x):
+    """e^x for float32 x: measured max 0.87 ULP over all finite float32 (subnormal results
+    included), inf above 88.7228, 0 below -103.97, NaN kept."""
+    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    p = mul_add(EXP_P0, r, EXP_P1)
+    p = mul_add(p, r, EXP_P2)
+    p = mul_add(p, r, EXP_P3)
+    p = mul_add(p, r, EXP_P4)
+    p = mul_add(p, r, EXP_P5)
+    p = mul_add(p, r * r, r) + ONE
+    k1 = (k * HALF + EXP_ROUND) - EXP_ROUND
+    return p * pow2(k1) * pow2(k - k1)
+
+
+# --- sigmoid: as in _math.py, from e = exp(-|x|) ---------------------------------------------
+
+def sigmoid(x):
+    e = exp_poly(-abs(x))
+    r = ONE / (ONE + e)
+    return r if x >= ZERO else e * r
+
+
+def sigmoid_derivative(x):
+    e = exp_poly(-abs(x))
+    r = ONE / (ONE + e)
+    return e * r * r
+
+
+def sigmoid_and_derivative(x):
+    e = exp_poly(-abs(x))
+    r = ONE / (ONE + e)
+    return (r if x >= ZERO else e * r), e * r * r
+
+
+def sigmoid_derivative_from_y(y):
+    return y * (ONE - y)
+
+
+# --- tanh: Cephes' tanhf polynomial below 0.625, 1 - 2e / (1 + e) above -----------------------
+TANH_SPLIT = F(0.625)
+TANH_P0 = F(-5.70498872745e-3)
+TANH_P1 = F(2.06390887954e-2)
+TANH_P2 = F(-5.37397155531e-2)
+TANH_P3 = F(1.33314422036e-1)
+TANH_P4 = F(-3.33332819422e-1)
+
+
+def tanh(x):
+    """Measured max 1.3 ULP.  Both branches are computed and one selected (branch-free)."""
+    a = abs(x)
+    z = x * x
+    p = mul_add(TANH_P0, z, TANH_P1)
+    p = mul_add(p, z, TANH_P2)
+    p = mul_add(p, z, TANH_P3)
+    p = mul_add(p, z, TANH_P4)
+    small = mul_add(p * z, x, x)
+    e = exp_poly(-TWO * a)
+    large = ONE - TWO * e / (ONE + e)
+    return small if a < TANH_SPLIT else (large if x >= ZERO else -large)
+
+
+def tanh_derivative(x):
+    # sech^2 = 4 e / (1 + e)^2 with e = exp(-2|x|) formed as eh^2, eh = exp(-|x|): 4 eh eh stays
+    # normal where e alone would be subnormal (|x| in (43.7, 44.2))
+    eh = exp_poly(-abs(x))
+    q = ONE + eh * eh
+    return ((FOUR * eh) * eh) / (q * q)
+
+
+def tanh_derivative_from_y(y):
+    return (ONE - y) * (ONE + y)
+
+
+# --- silu: x sigmoid(x) ------------------------------------------------------------------------
+# Below -64, exp(-|x|) is formed as eh^2 with eh = exp(-|x| / 2) and applied factor by factor:
+# x e^x is still normal down to x = -93 while e^x is subnormal from -87.3 (DESIGN.md section 4:
+# a normal result meets its bound even where an intermediate would be subnormal).
+SPLIT = F(64.0)
+TAIL = F(128.0)  # beyond, silu and mish are 0 (x < 0) or x (silu, x > 0) in float32
+
+
+def silu(x):
+    a = abs(x)
+    big = a > SPLIT
+    eh = exp_poly(-(HALF * a if big else a))
+    e = eh * eh if big else eh
+    r = x / (ONE + e)
+    v = r if x >= ZERO else ((r * eh) * eh if big else r * eh)
+    return ZERO if x < -TAIL else v
+
+
+def silu_derivative(x):
+    # q (1 + x e q) for x >= 0 and e q (1 + x q) for x < 0, q = 1 / (1 + e), e = exp(-|x|)
+    a = abs(x)
+    big = a > SPLIT
+    eh = exp_poly(-(HALF * a if big else a))
+    e = eh * eh if big else eh
+    q = ONE / (ONE + e)
+    neg = (eh * q) * (ONE + x * q)
+    v = q * (ONE + x * e * q) if x >= ZERO else (neg * eh if big else neg)
+    return ZERO if x < -TAIL else (ONE if x > TAIL else v)
+
+
+# --- expm1 and log1p -----------------------------------------------------------------------------
+
+def expm1_poly(x):
+    """e^x - 1 for float32 x: exp_poly's reduction, expm1(r) = r + r^2 Q(r) (Taylor to r^8),
+    then 2^k expm1(r) + (2^k - 1) as (2^k1 expm1(r) + (2^k1 - 2^-k2)) 2^k2, as in _math.py."""
+    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    q = mul_add(EXPM1_Q6, r, EXPM1_Q5)
+    q = mul_add(q, r, EXPM1_Q4)
+    q = mul_add(q, r, EXPM1_Q3)
+    q = mul_add(q, r, EXPM1_Q2)
+    q = mul_add(q, r, EXPM1_Q1)
+    q = mul_add(q, r, HALF)
+    p = mul_add(r * r, q, r)
+    k1 = (k * HALF + EXP_ROUND) - EXP_ROUND
+    t1 = pow2(k1)
+    t2 = pow2(k - k1)
+    v = mul_add(t1, p, t1 - pow2(k1 - k)) * t2
+    return x if abs(x) < EXPM1_TINY else v
+
+
+EXPM1_Q1 = F(1.0 / 6.0)
+EXPM1_Q2 = F(1.0 / 24.0)
+EXPM1_Q3 = F(1.0 / 120.0)
+EXPM1_Q4 = F(1.0 / 720.0)
+EXPM1_Q5 = F(1.0 / 5040.0)
+EXPM1_Q6 = F(1.0 / 40320.0)
+EXPM1_TINY = F(2.0 ** -25)  # below, e^x - 1 rounds to x (and -0 stays -0)
+
+LOG1P_LN2_HI = F(0.693359375)
+LOG1P_LN2_LO = F(-2.12194440e-4)
+THREE = F(3.0)
+LOG1P_C1 = F(1.0 / 3.0)
+LOG1P_C2 = F(1.0 / 5.0)
+LOG1P_C3 = F(1.0 / 7.0)
+LOG1P_C4 = F(1.0 / 9.0)
+LOG1P_C5 = F(1.0 / 11.0)
+LOG1P_C6 = F(1.0 / 13.0)
+
+
+def log1p_terms(u):
+    """log(1 + u) for float32 u in [0, 1] as three float32 terms a + (c + b), large to small:
+    _math.py's atanh scheme, series to s^13 (softplus adds them in float64)."""
+    big = u > HALF
+    num = u - ONE if big else u
+    d = u + THREE if big else u + TWO
+    de = ((THREE if big else TWO) - d) + u
+    hs = (num + num) / d
+    hs = hs - hs * (de / d)
+    j = ONE if big else ZERO
+    s = HALF * hs
+    z = s * s
+    q = mul_add(LOG1P_C6, z, LOG1P_C5)
+    q = mul_add(q, z, LOG1P_C4)
+    q = mul_add(q, z, LOG1P_C3)
+    q = mul_add(q, z, LOG1P_C2)
+    q = mul_add(q, z, LOG1P_C1)
+    return j * LOG1P_LN2_HI, hs, hs * z * q + j * LOG1P_LN2_LO
+
+
+def log1p_poly_unit(u):
+    a, b, c = log1p_terms(u)
+    return a + (c + b)
+
+
+# --- elu and selu ------------------------------------------------------------------------------
+
+def elu(x, alpha):
+    return x if x > ZERO else F(alpha) * expm1_poly(x)
+
+
+def elu_derivative(x, alpha):
+    return ONE if x > ZERO else F(alpha) * exp_poly(x)
+
+
+def elu_and_derivative(x, alpha):
+    a = F(alpha)
+    return (x if x > ZERO else a * expm1_poly(x)), (ONE if x > ZERO else a * exp_poly(x))
+
+
+# (elu_derivative_from_y stays in float64: y + alpha cancels, and alpha rounded to float32
+# would add 2^-24 alpha of absolute error to a result as small as alpha e^x)
+
+
+SELU_ALPHA = F(1.6732632423543772848170429916717)
+SELU_SCALE = F(1.0507009873554804934193349852946)
+SELU_SCALE_ALPHA = F(1.6732632423543772848170429916717 * 1.0507009873554804934193349852946)
+
+
+def selu(x):
+    return SELU_SCALE * x if x > ZERO else SELU_SCALE_ALPHA * expm1_poly(x)
+
+
+def selu_derivative(x):
+    return SELU_SCALE if x > ZERO else SELU_SCALE_ALPHA * exp_poly(x)
+
+
+# --- softplus and log_sigmoid: log1p(exp(-|x|)) ------------------------------------------------
+
+SOFTPLUS_SHIFT = F(88.0)
+SOFTPLUS_SCALE = 6.054601895401186e-39  # e^-88, float64
+
+
+def softplus(x, beta, limit):
+    # beta x in float64 (as the threshold test of _math.py) split into bx + bxe: a rounded bx
+    # alone would cost |bx| 2^-24 relative in exp(-|bx|) (65 ULP at beta = 2.5, x = -31.5);
+    # exp(-|bx + bxe|) = exp(-|bx|) (1 -+ bxe); log1p's terms summed and divided by beta in
+    # float64, then rounded once (4.4 ULP at beta = 0.3 with a float32 sum: 2.6 now)
+    bxw = beta * W(x)
+    bx = F(bxw)
+    bxe = F(bxw - W(bx)) if abs(bxw) < 1e30 else ZERO  # (inf - inf would be NaN)
+    # |bx| > 64: log1p(e) = e.  e is subnormal from |bx| = 87.3 while e / beta is still
+    # normal for beta < 1, so there it is exp(88 - |bx|) e^-88 (88 - |bx| is exact in float32
+    # for |bx| < 256), the last factor in float64
+    a = abs(bx)
+    big = a > SPLIT
+    e = exp_poly(SOFTPLUS_SHIFT - a if big else -a)
+    e = mul_add(e, -bxe if bx >= ZERO else bxe, e)
+    l1, l2, l3 = log1p_terms(e)
+    lw = W(e) * SOFTPLUS_SCALE if big else W(l1) + (W(l3) + W(l2))
+    v = (lw + (bxw if bxw > 0.0 else 0.0)) / beta
+    return x if bxw > limit else F(v)
+
+
+def softplus_derivative(x, beta, limit):
+    # sigmoid(beta x) with beta x = bx + bxe as in softplus
+    bxw = beta * W(x)
+    bx = F(bxw)
+    bxe = F(bxw - W(bx)) if abs(bxw) < 1e30 else ZERO  # (inf - inf would be NaN)
+    e = exp_poly(-abs(bx))
+    e = mul_add(e, -bxe if bx >= ZERO else bxe, e)
+    r = ONE / (ONE + e)
+    return ONE if bxw > limit else (r if bx >= ZERO else e * r)
+
+
+def log_sigmoid(x):
+    return (x if x < ZERO else ZERO) - log1p_poly_unit(exp_poly(-abs(x)))
+
+
+def log_sigmoid_derivative(x):
+    return sigmoid(-x)
+
+
+# --- mish: x tanh(softplus(x)) = x e (e + 2) / (n + 2), n = e (e + 2), e = e^x --------------------
+MISH_CAP = F(25.0)
+
+
+def mish(x):
+    # below -64, e = eh^2 applied factor by factor (as silu): x e^x is normal down to -93
+    big = x < -SPLIT
+    eh = exp_poly(HALF * x if big else (x if x < MISH_CAP else MISH_CAP))
+    e = eh * eh if big else eh
+    n = e * (e + TWO)
+    xe = (x * eh) * eh if big else x * e
+    v = xe * ((e + TWO) / (n + TWO))
+    return x if x > MISH_CAP else (ZERO if x < -TAIL else v)
+
+
+def mish_derivative(x):
+    # e ((e + 2) / q + x (4n + 4) / q^2 / (1 + e)), q = n + 2: the tanh(sp) term n / q and the
+    # sech^2 term share the factor e, applied last (as eh eh below -64)
+    big = x < -SPLIT
+    eh = exp_poly(HALF * x if big else (x if x < MISH_CAP else MISH_CAP))
+    e = eh * eh if big else eh
+    n = e * (e + TWO)
+    q = n + TWO
+    bracket = (e + TWO) / q + x * ((FOUR * n + FOUR) / (q * q)) / (ONE + e)
+    d = (eh * bracket) * eh if big else e * bracket
+    return ONE if x > MISH_CAP else (ZERO if x < -TAIL else d)

@@ -347,3 +347,133 @@ def mish_derivative(x):
     bracket = (e + TWO) / q + x * ((FOUR * n + FOUR) / (q * q)) / (ONE + e)
     d = (eh * bracket) * eh if big else e * bracket
     return ONE if x > MISH_CAP else (ZERO if x < -TAIL else d)
+
+
+# --- gelu: a float64 intermediate (DESIGN.md section 4), with float32-accurate helpers ------------
+# gelu's negative tail is x Phi(x) ~ x exp(-x^2 / 2): a float32 argument would carry x^2 2^-24 of
+# error into the exponent (hundreds of ULP near x = -13), so the twins compute in float64, but
+# with polynomials cut to float32 accuracy: exp_wide (degree 7) and erfcx from Weideman's
+# expansion with N = 18 instead of 40 (3e-10 relative on [0, 12]; coefficients from
+# benchmarks/tools/erfcx_coefficients.py with N = 18), and without the float64 formulas'
+# correction terms (the rounding of t = -x / sqrt2 and of t^2 in float64 is 2^-53 relative).
+
+def exp_wide(x):
+    """float64 e^x accurate to float32 results (backend primitive: _math.exp_poly_single)."""
+    return W(np.exp(W(x)))
+
+
+GELU_TAIL = 40.0
+GELU_SQRT1_2 = 0.7071067811865476
+GELU_INV_SQRT_2PI = 0.3989422804014327
+ERFCX18_L = 3.5676213450081633
+ERFC_INV_SQRT_PI = 0.5641895835477563
+ERFC_TWO_OVER_SQRT_PI = 1.1283791670955126
+
+
+def mul_add_wide(a, b, c):
+    """float64 a * b + c, fused where the CPU has FMA (backend primitive: _math.mul_add)."""
+    return W(a) * W(b) + W(c)
+
+
+def erfc_wide(t):
+    """(erfc(t), exp(-t^2)) in float64 to ~1e-9 relative, for float32 results:
+    exp(-a^2) erfcx(a) for a = |t| (at most 30), and 2 - that for t < 0.  No separate series
+    near 0 (the float64 formula's): erfcx's 3e-10 is amplified at most 3x by 2 - e there.
+    The polynomial in Estrin's scheme (depth 5 instead of 17 dependent steps: the Horner form
+    was latency-bound, gelu float32 1e6 elements on 1 thread 8.5 ms), and
+    (2 p / la + 1 / sqrt(pi)) / la as one division."""
+    a = abs(t)
+    a = 30.0 if a > 30.0 else a
+    la = ERFCX18_L + a
+    z = (ERFCX18_L - a) / la
+    z2 = z * z
+    z4 = z2 * z2
+    z8 = z4 * z4
+    b0 = mul_add_wide(ERFCX18_C1, z, ERFCX18_C0)
+    b1 = mul_add_wide(ERFCX18_C3, z, ERFCX18_C2)
+    b2 = mul_add_wide(ERFCX18_C5, z, ERFCX18_C4)
+    b3 = mul_add_wide(ERFCX18_C7, z, ERFCX18_C6)
+    b4 = mul_add_wide(ERFCX18_C9, z, ERFCX18_C8)
+    b5 = mul_add_wide(ERFCX18_C11, z, ERFCX18_C10)
+    b6 = mul_add_wide(ERFCX18_C13, z, ERFCX18_C12)
+    b7 = mul_add_wide(ERFCX18_C15, z, ERFCX18_C14)
+    b8 = mul_add_wide(ERFCX18_C17, z, ERFCX18_C16)
+    q0 = mul_add_wide(b1, z2, b0)
+    q1 = mul_add_wide(b3, z2, b2)
+    q2 = mul_add_wide(b5, z2, b4)
+    q3 = mul_add_wide(b7, z2, b6)
+    o0 = mul_add_wide(q1, z4, q0)
+    o1 = mul_add_wide(q3, z4, q2)
+    p = mul_add_wide(b8, z8 * z8, mul_add_wide(o1, z8, o0))
+    g = mul_add_wide(ERFC_INV_SQRT_PI, la, 2.0 * p) / (la * la)
+    ex = exp_wide(-(a * a))
+    e = ex * g
+    return (e if t >= 0.0 else 2.0 - e), ex
+
+
+# Weideman's p for N = 18, coefficient of z^k (benchmarks/tools/erfcx_coefficients.py)
+ERFCX18_C17 = -3.1869321153067017e-07
+ERFCX18_C16 = 3.2036198965409584e-07
+ERFCX18_C15 = 1.9824809529409054e-06
+ERFCX18_C14 = -1.4450374434502039e-06
+ERFCX18_C13 = -1.3755428151766495e-05
+ERFCX18_C12 = -1.0106644125623642e-07
+ERFCX18_C11 = 9.872402635975524e-05
+ERFCX18_C10 = 0.00013010203591172392
+ERFCX18_C9 = -0.0005709172642020883
+ERFCX18_C8 = -0.0023240870310292676
+ERFCX18_C7 = -0.0009918683820509147
+ERFCX18_C6 = 0.019773341033423545
+ERFCX18_C5 = 0.09479771920168859
+ERFCX18_C4 = 0.2716562242139772
+ERFCX18_C3 = 0.5854928421371655
+ERFCX18_C2 = 1.0223423422296651
+ERFCX18_C1 = 1.4967586587401749
+ERFCX18_C0 = 1.8704038646494756
+
+
+def gelu_exact_wide(xw):
+    # x Phi(x) = x erfc(-x / sqrt2) / 2
+    erfc, ex = erfc_wide(-xw * GELU_SQRT1_2)
+    return 0.5 * xw * erfc
+
+
+def gelu_exact_derivative_wide(xw):
+    # Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi): the exp(-t^2) of erfc_wide
+    erfc, ex = erfc_wide(-xw * GELU_SQRT1_2)
+    return 0.5 * erfc + xw * (GELU_INV_SQRT_2PI * ex)
+
+
+GELU_A = 1.5957691216057308  # 2 sqrt(2 / pi)
+GELU_B = 0.07135481627260025  # 2 sqrt(2 / pi) 0.044715
+
+
+def gelu_tanh_wide(xw):
+    # x sigmoid(v), v = x (A + B x^2): e = exp(-|v|), x / (1 + e) or x e / (1 + e)
+    v = xw * (GELU_A + GELU_B * (xw * xw))
+    e = exp_wide(-abs(v))
+    r = xw / (1.0 + e)
+    return r if v >= 0.0 else r * e
+
+
+def gelu_tanh_derivative_wide(xw):
+    # s + x s (1 - s) v', s (1 - s) = e / (1 + e)^2, v' = A + 3 B x^2
+    v = xw * (GELU_A + GELU_B * (xw * xw))
+    e = exp_wide(-abs(v))
+    q = 1.0 / (1.0 + e)
+    s = q if v >= 0.0 else e * q
+    return s + xw * (e * q * q) * (GELU_A + 3.0 * GELU_B * (xw * xw))
+
+
+def gelu(x, approximate):
+    xw = W(x)
+    xc = GELU_TAIL if xw > GELU_TAIL else (-GELU_TAIL if xw < -GELU_TAIL else xw)
+    v = gelu_tanh_wide(xc) if approximate != 0.0 else gelu_exact_wide(xc)
+    return x if xw > GELU_TAIL else (ZERO if xw < -GELU_TAIL else F(v))
+
+
+def gelu_derivative(x, approximate):
+    xw = W(x)
+    xc = GELU_TAIL if xw > GELU_TAIL else (-GELU_TAIL if xw < -GELU_TAIL else xw)
+    d = gelu_tanh_derivative_wide(xc) if approximate != 0.0 else gelu_exact_derivative_wide(xc)
+    return ONE if xw > GELU_TAIL else (ZERO if xw < -GELU_TAIL else F(d))

@@ -108,7 +108,8 @@ def test_helper_special_values():
 
 TWINS = [op for op in _registry.elementwise_ops() if op.name in numba_cpu.FORMULAS32]
 #: non-default parameters that change the float32 arithmetic (rounded alpha, beta x split)
-VARIED = {"elu": {"alpha": 0.3}, "softplus": {"beta": 0.3, "threshold": 30.0}}
+VARIED = {"elu": {"alpha": 0.3}, "softplus": {"beta": 0.3, "threshold": 30.0},
+          "gelu": {"approximate": "tanh"}}
 
 
 def _param_sets(op):

@@ -288,7 +288,9 @@ def _mul_add_single(typingctx, a, b, c):
 
 
 FORMULAS32 = _bind_formulas(_math32, njit(inline="always", **JIT_OPTIONS),
-                            primitives={"pow2": _pow2_single, "mul_add": _mul_add_single})
+                            primitives={"pow2": _pow2_single, "mul_add": _mul_add_single,
+                                        "exp_wide": FORMULAS["exp_poly_single"],
+                                        "mul_add_wide": _mul_add_intrinsic})
 
 
 def _by_dtype(name: str, params) -> object:

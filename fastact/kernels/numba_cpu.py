@@ -430,8 +430,13 @@ def _softmax_row(x, mask, temperature, out, r, log, neg):
         return
     # exp((x - max) / T) by a straight vectorisable loop, then its float64 sum.  softmax keeps
     # the exps in out (x[j] is not read again, so out may be x); log_softmax needs x again, so
-    # its exps go to a scratch row.
-    e_row = np.empty((1, n), np.float64) if log else out[r:r + 1]
+    # its exps go to out only when out is not x (_validate passes either x itself or a disjoint
+    # buffer), else to a scratch row.  A scratch row for every row cost log_softmax float32 on
+X
+    if log and out.ctypes.data == x.ctypes.data:
+        e_row = np.empty((1, n), out.dtype)
+    else:
+        e_row = out[r:r + 1]
     for j in range(n):
         e = _row_exp(x[r, j], m, temperature, neg)
         e_row[0, j] = e if _kept(mask, r, j) else 0.0

@@ -432,7 +432,8 @@ def _softmax_row(x, mask, temperature, out, r, log, neg):
     # the exps in out (x[j] is not read again, so out may be x); log_softmax needs x again, so
     # its exps go to out only when out is not x (_validate passes either x itself or a disjoint
     # buffer), else to a scratch row.  A scratch row for every row cost log_softmax float32 on
-X
+    # 128000x32, numba, 2 threads, 11.8 ms (torch 4.1 ms); without it 6.3 ms (torch 3.4 ms),
+    # and 4000x1024: 7.2 -> 4.4 ms.
     if log and out.ctypes.data == x.ctypes.data:
         e_row = np.empty((1, n), out.dtype)
     else:

@@ -93,12 +93,18 @@ def mul_add(a, b, c):
     return F(a * b + c)
 
 
+def exp_reduce(x):
+    """(k, r) with x = k ln2 + r, |r| <= ln2 / 2, for x clamped to [EXP_LO, EXP_HI] (NaN
+    fails both tests and stays NaN)."""
+    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    return k, (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+
+
 def exp_poly(x):
     """e^x for float32 x: measured max 1.00 ULP over every 61st float32 bit pattern (subnormal
     results included), inf above 88.7228, 0 below -103.97, NaN kept."""
-    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
-    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
-    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    k, r = exp_reduce(x)
     p = mul_add(EXP_P0, r, EXP_P1)
     p = mul_add(p, r, EXP_P2)
     p = mul_add(p, r, EXP_P3)
@@ -203,9 +209,7 @@ def silu_derivative(x):
 def expm1_poly(x):
     """e^x - 1 for float32 x: exp_poly's reduction, expm1(r) = r + r^2 Q(r) (Taylor to r^8),
     then 2^k expm1(r) + (2^k - 1) as (2^k1 expm1(r) + (2^k1 - 2^-k2)) 2^k2, as in _math.py."""
-    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
-    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
-    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    k, r = exp_reduce(x)
     q = mul_add(EXPM1_Q6, r, EXPM1_Q5)
     q = mul_add(q, r, EXPM1_Q4)
     q = mul_add(q, r, EXPM1_Q3)

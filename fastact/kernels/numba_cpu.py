@@ -241,14 +241,21 @@ def _fma(a, b, c):
     return _fma_intrinsic(float(a), float(b), float(c))
 
 
-@intrinsic
-def _mul_add_intrinsic(typingctx, a, b, c):
-    """LLVM's ``llvm.fmuladd.f64``: fused where the target has fast FMA, else mul + add."""
-    def codegen(context, builder, signature, args):
-        t = args[0].type
-        fn = builder.module.declare_intrinsic("llvm.fmuladd", [t], llvm_ir.FunctionType(t, [t, t, t]))
-        return builder.call(fn, args)
-    return nbtypes.float64(nbtypes.float64, nbtypes.float64, nbtypes.float64), codegen
+def _fmuladd(float_type):
+    """LLVM's ``llvm.fmuladd`` on ``float_type`` (a Numba float type) as an intrinsic: fused
+    where the target has fast FMA, else mul + add."""
+    @intrinsic
+    def mul_add(typingctx, a, b, c):
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            fn = builder.module.declare_intrinsic("llvm.fmuladd", [t],
+                                                  llvm_ir.FunctionType(t, [t, t, t]))
+            return builder.call(fn, args)
+        return float_type(float_type, float_type, float_type), codegen
+    return mul_add
+
+
+_mul_add_intrinsic = _fmuladd(nbtypes.float64)
 
 
 FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
@@ -277,14 +284,7 @@ def _pow2_single(typingctx, k):
     return nbtypes.float32(nbtypes.float32), codegen
 
 
-@intrinsic
-def _mul_add_single(typingctx, a, b, c):
-    """``llvm.fmuladd.f32`` (the primitive ``_math32.mul_add``)."""
-    def codegen(context, builder, signature, args):
-        t = args[0].type
-        fn = builder.module.declare_intrinsic("llvm.fmuladd", [t], llvm_ir.FunctionType(t, [t, t, t]))
-        return builder.call(fn, args)
-    return nbtypes.float32(nbtypes.float32, nbtypes.float32, nbtypes.float32), codegen
+_mul_add_single = _fmuladd(nbtypes.float32)  # the primitive _math32.mul_add
 
 
 FORMULAS32 = _bind_formulas(_math32, njit(inline="always", **JIT_OPTIONS),

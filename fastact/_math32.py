@@ -463,42 +463,59 @@ def gelu_exact_wide(xw):
     return 0.5 * xw * erfc
 
 
-def gelu_exact_derivative_wide(xw):
-    # Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi): the exp(-t^2) of erfc_wide
-    erfc, ex = erfc_wide(-xw * GELU_SQRT1_2)
-    return 0.5 * erfc + xw * (GELU_INV_SQRT_2PI * ex)
 
 
 GELU_A = 1.5957691216057308  # 2 sqrt(2 / pi)
 GELU_B = 0.07135481627260025  # 2 sqrt(2 / pi) 0.044715
 
 
-def gelu_tanh_wide(xw):
-    # x sigmoid(v), v = x (A + B x^2): e = exp(-|v|), x / (1 + e) or x e / (1 + e)
-    v = xw * (GELU_A + GELU_B * (xw * xw))
-    e = exp_wide(-abs(v))
-    r = xw / (1.0 + e)
-    return r if v >= 0.0 else r * e
-
-
-def gelu_tanh_derivative_wide(xw):
-    # s + x s (1 - s) v', s (1 - s) = e / (1 + e)^2, v' = A + 3 B x^2
+def gelu_tanh_sigmoid_wide(xw):
+    """(s, s (1 - s)) for s = sigmoid(v), v = x (A + B x^2), from e = exp(-|v|): s = q or e q,
+    s (1 - s) = e q^2, q = 1 / (1 + e)."""
     v = xw * (GELU_A + GELU_B * (xw * xw))
     e = exp_wide(-abs(v))
     q = 1.0 / (1.0 + e)
-    s = q if v >= 0.0 else e * q
-    return s + xw * (e * q * q) * (GELU_A + 3.0 * GELU_B * (xw * xw))
+    return (q if v >= 0.0 else e * q), e * q * q
+
+
+def gelu_tanh_wide(xw):
+    s, sd = gelu_tanh_sigmoid_wide(xw)
+    return xw * s
+
+
+def gelu_clamp_wide(x):
+    xw = W(x)
+    return GELU_TAIL if xw > GELU_TAIL else (-GELU_TAIL if xw < -GELU_TAIL else xw)
 
 
 def gelu(x, approximate):
-    xw = W(x)
-    xc = GELU_TAIL if xw > GELU_TAIL else (-GELU_TAIL if xw < -GELU_TAIL else xw)
+    xc = gelu_clamp_wide(x)
     v = gelu_tanh_wide(xc) if approximate != 0.0 else gelu_exact_wide(xc)
-    return x if xw > GELU_TAIL else (ZERO if xw < -GELU_TAIL else F(v))
+    return x if x > GELU_TAIL else (ZERO if x < -GELU_TAIL else F(v))
 
 
 def gelu_derivative(x, approximate):
-    xw = W(x)
-    xc = GELU_TAIL if xw > GELU_TAIL else (-GELU_TAIL if xw < -GELU_TAIL else xw)
-    d = gelu_tanh_derivative_wide(xc) if approximate != 0.0 else gelu_exact_derivative_wide(xc)
-    return ONE if xw > GELU_TAIL else (ZERO if xw < -GELU_TAIL else F(d))
+    xc = gelu_clamp_wide(x)
+    d = (gelu_tanh_both_wide(xc) if approximate != 0.0 else gelu_exact_both_wide(xc))[1]
+    return ONE if x > GELU_TAIL else (ZERO if x < -GELU_TAIL else F(d))
+
+
+def gelu_exact_both_wide(xw):
+    # (x Phi(x), Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi): erfc_wide's exp(-t^2)
+    erfc, ex = erfc_wide(-xw * GELU_SQRT1_2)
+    return 0.5 * xw * erfc, 0.5 * erfc + xw * (GELU_INV_SQRT_2PI * ex)
+
+
+def gelu_tanh_both_wide(xw):
+    # (x s, s + x s (1 - s) v'), v' = A + 3 B x^2
+    s, sd = gelu_tanh_sigmoid_wide(xw)
+    return xw * s, s + xw * sd * (GELU_A + 3.0 * GELU_B * (xw * xw))
+
+
+def gelu_and_derivative(x, approximate):
+    # one exp (and one erfc) for both results: the fused form, the backward of geglu
+    xc = gelu_clamp_wide(x)
+    v, d = gelu_tanh_both_wide(xc) if approximate != 0.0 else gelu_exact_both_wide(xc)
+    big = x > GELU_TAIL
+    small = x < -GELU_TAIL
+    return (x if big else (ZERO if small else F(v))), (ONE if big else (ZERO if small else F(d)))

@@ -296,13 +296,20 @@ FORMULAS32 = _bind_formulas(_math32, njit(inline="always", **JIT_OPTIONS),
 def _by_dtype(name: str, params) -> object:
     """A function ``T(x, *params)`` for kernels: ``_math32``'s twin of formula ``name`` when x
     is float32, else the ``_math`` formula on x widened to float64.  The choice is made at
-    typing time (a Numba ``overload``), so each compiled kernel contains one of the two."""
+    typing time (a Numba ``overload``), so each compiled kernel contains one of the two.  A
+    twin ``NAME_and_derivative`` without a float64 one pairs the two float64 formulas."""
     args = ", ".join(["x", *params])
     rest = "".join(f", {p}" for p in params)
-    ns = {"wide_formula": FORMULAS[name], "narrow_formula": FORMULAS32[name], "np": np,
-          "float32": nbtypes.float32}
+    ns = {"narrow_formula": FORMULAS32[name], "np": np, "float32": nbtypes.float32}
+    if name in FORMULAS:
+        ns["wide_formula"] = FORMULAS[name]
+        wide = f"wide_formula(np.float64(x){rest})"
+    else:
+        op = name.removesuffix("_and_derivative")
+        ns["wide_value"], ns["wide_derivative"] = FORMULAS[op], FORMULAS[op + "_derivative"]
+        wide = f"(wide_value(np.float64(x){rest}), wide_derivative(np.float64(x){rest}))"
     exec(f"def {name}({args}):\n    raise NotImplementedError('only callable in kernels')\n"
-         f"def wide({args}):\n    return wide_formula(np.float64(x){rest})\n"
+         f"def wide({args}):\n    return {wide}\n"
          f"def narrow({args}):\n    return narrow_formula(x{rest})\n"
          f"def typer({args}):\n    return narrow if x == float32 else wide\n", ns)
     overload(ns[name], inline="always", jit_options=JIT_OPTIONS)(ns["typer"])
@@ -561,24 +568,35 @@ def _define_prelu_bodies():
 # kernel generation
 # --------------------------------------------------------------------------------------------
 
+def _formula_call(formula: str, x: str, pa: str) -> str:
+    """Source of a call of ``formula`` on element ``x`` with parameters ``pa`` (", a, b"):
+    where _math32 has a twin, float32 inputs use it (``T_<formula>``, :func:`_by_dtype`), else
+    the float64 formula on the widened element."""
+    if formula in FORMULAS32:
+        return f"T_{formula}({x}{pa})"
+    return f"F_{formula}(np.float64({x}){pa})"
+
+
+def _fused_call(name: str, x: str, pa: str) -> str:
+    """Source of ``(value, derivative)`` of op ``name`` on element ``x``: its
+    ``NAME_and_derivative`` formula where the dtype's formulas have one, else both calls."""
+    fused = f"{name}_and_derivative"
+    if fused in FORMULAS32 or (fused in FORMULAS and name not in FORMULAS32):
+        return _formula_call(fused, x, pa)
+    return f"({_formula_call(name, x, pa)}, {_formula_call(name + '_derivative', x, pa)})"
+
+
 def _elementwise_specs(op: _registry.OpSpec):
     """(kernel name, arguments, loop length, loop body) for each kernel of an elementwise op."""
     # Formulas run in float64 and are rounded once when stored (float32 inputs are widened
-    # exactly), as in the Cython kernels.
-    # Where _math32 has a twin, float32 inputs use it instead (T_<formula>, _by_dtype).
+    # exactly), as in the Cython kernels, except where _math32 has a float32 twin.
     p = "".join(f"{n}, " for n in op.param_names)
     pa = "".join(f", {n}" for n in op.param_names)
 
     def call(formula, x):
-        if formula in FORMULAS32:
-            return f"T_{formula}({x}{pa})"
-        return f"F_{formula}(np.float64({x}){pa})"
+        return _formula_call(formula, x, pa)
 
-    fused = f"{op.name}_and_derivative"
-    if fused in FORMULAS32 or (fused in FORMULAS and op.name not in FORMULAS32):
-        fused_call = call(fused, "x[i]")
-    else:
-        fused_call = f"({call(op.name, 'x[i]')}, {call(op.name + '_derivative', 'x[i]')})"
+    fused_call = _fused_call(op.name, "x[i]", pa)
     specs = [
         (f"{op.name}_forward", f"x, {p}out", "x.size", f"out[i] = {call(op.name, 'x[i]')}"),
         (f"{op.name}_derivative", f"x, {p}out", "x.size",
@@ -671,7 +689,7 @@ GATED_BLOCK = 4096
 _GATED_TEMPLATE = """
 def {name}_forward__{variant}(gate, value, rows, width, stride, {p}out):
 {head}
-            out[o0 + j] = F_{gate}(np.float64(gate[i0 + j]){pa}) * np.float64(value[i0 + j])
+            out[o0 + j] = {value_call} * np.float64(value[i0 + j])
 
 
 def {name}_backward__{variant}(grad, gate, value, rows, width, stride, {p}grad_gate, grad_value):
@@ -694,14 +712,14 @@ _GATED_LOOP = """    nb = (width + GATED_BLOCK - 1) // GATED_BLOCK
 
 
 def _gated_source(op: _registry.OpSpec, variant: str, loop: str) -> str:
+    # the gate op's formulas, float32 twins included (_formula_call), as in its own kernels
     gate = op.extra["gate"]
     pa = "".join(f", {n}" for n in op.param_names)
-    xi = "np.float64(gate[i0 + j])"
-    if f"{gate}_and_derivative" in FORMULAS:
-        fused = f"F_{gate}_and_derivative({xi}{pa})"
-    else:
-        fused = f"F_{gate}({xi}{pa}), F_{gate}_derivative({xi}{pa})"
-    return _GATED_TEMPLATE.format(name=op.name, variant=variant, gate=gate, pa=pa,
+
+    xi = "gate[i0 + j]"
+    fused = _fused_call(gate, xi, pa)
+    return _GATED_TEMPLATE.format(name=op.name, variant=variant,
+                                  value_call=_formula_call(gate, xi, pa),
                                   head=_GATED_LOOP.format(loop=loop),
                                   p="".join(f"{n}, " for n in op.param_names), fused=fused)
 

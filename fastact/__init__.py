@@ -2,7 +2,7 @@
 
 >>> import numpy as np, fastact as fa
 >>> fa.sigmoid(np.array([0.0, 2.0], dtype=np.float32))
-array([0.5      , 0.8807971], dtype=float32)
+array([0.5     , 0.880797], dtype=float32)
 
 Every op comes in forms (``NAME``, ``NAME_derivative``, ``NAME_and_derivative``,
 ``NAME_backward``) computed by the fastest available backend (Numba, Cython/OpenMP or NumPy);

@@ -449,13 +449,15 @@ def test_cache_never_reuses_kernels_from_older_sources(env, tmp_path):
     first = run_python(probe, child, cwd=tmp_path)
     assert first["file"].startswith(str(tree))
     _check_compute(first)
-    math_py = tree / "fastact" / "_math.py"
-    src = math_py.read_text()
-    old = "def sigmoid(x):\n"
-    assert old in src
     # the helper now returns 1 - sigmoid(x): same names, same kernel source, other results
-    math_py.write_text(src.replace(old, "def sigmoid(x):\n    return _sigmoid_old(-x)\n\n\n"
-                                        "def _sigmoid_old(x):\n", 1))
+    # (in _math.py and in its float32 twins, _math32.py, which float32 kernels use)
+    for name in ("_math.py", "_math32.py"):
+        math_py = tree / "fastact" / name
+        src = math_py.read_text()
+        old = "def sigmoid(x):\n"
+        assert old in src
+        math_py.write_text(src.replace(old, "def sigmoid(x):\n    return _sigmoid_old(-x)\n\n\n"
+                                            "def _sigmoid_old(x):\n", 1))
     second = run_python(probe, child, cwd=tmp_path)
     x = np.linspace(-6, 6, 64).astype(np.float32).astype(np.float64).reshape(4, 16)
     np.testing.assert_allclose(second["sigmoid"], 1 / (1 + np.exp(x)), rtol=1e-6)

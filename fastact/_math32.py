@@ -93,26 +93,50 @@ def mul_add(a, b, c):
     return F(a * b + c)
 
 
-def exp_reduce(x):
-    """(k, r) with x = k ln2 + r, |r| <= ln2 / 2, for x clamped to [EXP_LO, EXP_HI] (NaN
-    fails both tests and stays NaN)."""
-    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+def exp_split(xc):
+    """(k, r) with xc = k ln2 + r, |r| <= ln2 / 2, for xc already clamped (NaN stays NaN)."""
     k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
     return k, (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+
+
+def exp_reduce(x):
+    """exp_split of x clamped to [EXP_LO, EXP_HI] (NaN fails both tests and stays NaN)."""
+    return exp_split(EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x))
+
+
+def exp_unit(r):
+    """e^r for |r| <= ln2 / 2: 1 + r + r^2 P(r)."""
+    p = mul_add(EXP_P0, r, EXP_P1)
+    p = mul_add(p, r, EXP_P2)
+    p = mul_add(p, r, EXP_P3)
+    p = mul_add(p, r, EXP_P4)
+    p = mul_add(p, r, EXP_P5)
+    return mul_add(p, r * r, r) + ONE
 
 
 def exp_poly(x):
     """e^x for float32 x: measured max 1.00 ULP over every 61st float32 bit pattern (subnormal
     results included), inf above 88.7228, 0 below -103.97, NaN kept."""
     k, r = exp_reduce(x)
-    p = mul_add(EXP_P0, r, EXP_P1)
-    p = mul_add(p, r, EXP_P2)
-    p = mul_add(p, r, EXP_P3)
-    p = mul_add(p, r, EXP_P4)
-    p = mul_add(p, r, EXP_P5)
-    p = mul_add(p, r * r, r) + ONE
     k1 = (k * HALF + EXP_ROUND) - EXP_ROUND
-    return p * pow2(k1) * pow2(k - k1)
+    return exp_unit(r) * pow2(k1) * pow2(k - k1)
+
+
+# e^x is a normal float32 from here up: below, exp_nonpositive returns 0
+EXP_NORMAL_LO = F(-87.33)
+
+
+def exp_nonpositive(x):
+    """e^x for x <= 0 (a larger x counts as 0), with results below the smallest normal
+    flushed to 0: for the softmax rows, whose exps are divided by a sum >= 1, so that a flushed
+    exp is below DESIGN.md section 4's absolute floor.  One power-of-two factor and no upper
+    clamp: 7 fewer vector operations than exp_poly (softmax exp pass on 4000x1024 float32, 1
+    thread: 1.74 -> 1.21 ms).  Max 1.00 ULP where the result is normal; NaN kept."""
+    xc = ZERO if x > ZERO else x
+    low = x < EXP_NORMAL_LO
+    k, r = exp_split(EXP_NORMAL_LO if low else xc)
+    v = exp_unit(r) * pow2(k)
+    return ZERO if low else v
 
 
 # --- sigmoid: as in _math.py, from e = exp(-|x|) ---------------------------------------------

@@ -36,6 +36,8 @@ HELPERS = {
     "exp_poly": (np.exp, (-np.inf, np.inf), 1.01),
     "expm1_poly": (np.expm1, (-np.inf, np.inf), 1.5),
     "log1p_poly_unit": (np.log1p, (0.0, 1.0), 1.6),
+    # the softmax rows' exp: where its result is normal (below: flushed, see the specials)
+    "exp_nonpositive": (np.exp, (-87.33, 0.0), 1.01),
 }
 
 
@@ -96,7 +98,10 @@ def test_helper_special_values():
              "expm1_poly": [(np.nan, np.nan), (np.inf, np.inf), (-np.inf, -1.0), (0.0, 0.0),
                             (-0.0, -0.0), (1e-45, 1e-45), (-1e-30, -1e-30), (88.73, np.inf)],
              "log1p_poly_unit": [(0.0, 0.0), (1e-45, 1e-45), (1.0, np.log(2.0)),
-                                 (np.nan, np.nan)]}
+                                 (np.nan, np.nan)],
+             # flushed below the smallest normal; a positive argument counts as 0
+             "exp_nonpositive": [(np.nan, np.nan), (-np.inf, 0.0), (0.0, 1.0), (-0.0, 1.0),
+                                 (-87.34, 0.0), (-100.0, 0.0), (3.0, 1.0), (np.inf, 1.0)]}
     for name, pairs in cases.items():
         x = F32([v for v, _ in pairs])
         want = F32([w for _, w in pairs])

@@ -14,6 +14,7 @@ op-level accuracy tests (test_accuracy.py) run every backend.
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 from numba import njit
@@ -153,3 +154,75 @@ def test_erfc_poly_coefficients_are_weidemans():
     shipped = module.shipped()
     assert len(shipped) == module.N
     assert shipped == module.coefficients()
+
+
+# --- the row reductions written as explicit vector code (numba_cpu._row_reduction) ----------
+
+@njit
+def _reduce_rows(x):
+    n = x.shape[0]
+    mx = np.empty(n, x.dtype)
+    mn = np.empty(n, x.dtype)
+    total = np.empty(n, np.float64)
+    for r in range(n):
+        mx[r] = numba_cpu._vector_row_max(x, r)
+        mn[r] = numba_cpu._vector_row_min(x, r)
+        total[r] = numba_cpu._vector_row_sum(x, r)
+    return mx, mn, total
+
+
+#: row lengths around the vector blocks (32 float32 / 16 float64 elements) and their tails
+LENGTHS = [0, 1, 5, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 1000, 1031]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_reductions_match_numpy(dtype):
+    """max / min skip NaN (an all-NaN or empty row gives -inf / inf), the sum is the float64
+    sum of the row to within its rounding bound, for every row of a 2-D array (the row offset
+    matters: each row differs), with NaN and inf in the vector blocks and in the tails."""
+    rng = np.random.default_rng(11)
+    eps = np.finfo(np.float64).eps
+    for n in LENGTHS:
+        x = (rng.standard_normal((6, n)) * 10.0 ** rng.integers(-3, 4, (6, 1))).astype(dtype)
+        if n:
+            x[1, rng.integers(0, n)] = np.nan
+            x[2, :] = np.nan
+            x[3, rng.integers(0, n)] = np.inf
+            x[4, n - 1] = -np.inf  # the last element: in the tail when n is not a multiple
+        mx, mn, total = _reduce_rows(x)
+        for r in range(6):
+            row = x[r].astype(np.float64)
+            finite_or_inf = row[~np.isnan(row)]
+            want_max = finite_or_inf.max() if finite_or_inf.size else -np.inf
+            want_min = finite_or_inf.min() if finite_or_inf.size else np.inf
+            assert mx[r] == want_max and mn[r] == want_min, (n, r)
+            if np.isnan(row).any():
+                assert np.isnan(total[r]), (n, r)
+            elif np.isinf(row).any():
+                assert total[r] == row[np.isinf(row)][0], (n, r)
+            else:
+                exact = math.fsum(row.tolist())
+                bound = 4 * eps * np.abs(row).sum() + 1e-300
+                assert abs(total[r] - exact) <= bound, (n, r, total[r], exact)
+
+
+def test_row_sum_float64_is_compensated():
+    """float64 rows: the lanes carry a TwoSum compensation, so cancellation far below one ULP
+    of the large terms is kept (a plain sum returns 0 here), in the blocks and in the tail."""
+    for n in (4, 40, 1001):
+        row = np.zeros(n)
+        row[0], row[1], row[2] = 1e16, 1.0, -1e16
+        row[-1] += 1.0
+        _, _, total = _reduce_rows(np.vstack([row, row[::-1].copy()]))
+        assert list(total) == [2.0, 2.0], n
+    # +inf and -inf in one row: NaN, as the plain sum
+    _, _, total = _reduce_rows(np.array([[np.inf, 1.0, -np.inf] + [0.0] * 40]))
+    assert np.isnan(total[0])
+
+
+def test_row_sum_float32_is_float64_accurate():
+    """float32 rows are summed in float64: 2^24 + 1 + 1 + ... is not absorbed."""
+    row = np.ones(1000, np.float32)
+    row[0] = 2.0 ** 24
+    _, _, total = _reduce_rows(row[None, :])
+    assert total[0] == 2.0 ** 24 + 999

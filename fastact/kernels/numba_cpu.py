@@ -49,6 +49,7 @@ import numpy as np
 from llvmlite import ir as llvm_ir
 from numba import njit, prange
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .. import _config, _math, _math32, _registry
@@ -317,6 +318,138 @@ def _by_dtype(name: str, params) -> object:
 
 
 # --------------------------------------------------------------------------------------------
+# vector reductions over a contiguous row
+# --------------------------------------------------------------------------------------------
+# LLVM vectorises a max or a floating-point sum only when it may reorder it (fast-math flags,
+# which fastact never uses), so a scalar loop runs one element per step.  These intrinsics
+# write the vector code out: two accumulators of one vector each (8 float32 or 4 float64
+# lanes, consecutive elements), lanes then combined in a fixed order, then the tail.  The order
+# is fixed, so results do not depend on threads or calls.  Measured on 4000 rows x 1024,
+# float32, 1 thread: row max 0.57 -> 0.22 ms, float64 row sum of the float32 exps 1.12 ->
+# 0.36 ms.
+
+def _two_sum(builder, a, b):
+    """(a + b, its rounding error) by Knuth's TwoSum (scalars or vectors)."""
+    s = builder.fadd(a, b)
+    bp = builder.fsub(s, a)
+    err = builder.fadd(builder.fsub(a, builder.fsub(s, bp)), builder.fsub(b, bp))
+    return s, err
+
+
+def _row_reduction(kind: str):
+    """Intrinsic ``f(x, r)`` reducing row r of a 2-D array x whose rows are contiguous (the
+    caller checks ``x.strides[1] == x.itemsize``):
+
+    * ``"max"`` / ``"min"``: in x's dtype, NaN skipped (``v > m`` is false for NaN), -inf / inf
+      for an empty row;
+    * ``"sum"``: in float64; float32 elements plainly (each float32 is exact in float64, and n
+      float64 roundings stay below 2^-22 relative for n < 2^31: inside the softmax bound),
+      float64 elements with a TwoSum compensation per lane (error <= ~2 eps + O(n eps^2)
+      relative for terms of one sign, as _row_sum); an infinite sum stays infinite.
+    """
+    @intrinsic
+    def reduce(typingctx, x, r):
+        elem = x.dtype
+        result = nbtypes.float64 if kind == "sum" else elem
+
+        def codegen(context, builder, sig, args):
+            ary = context.make_array(sig.args[0])(context, builder, value=args[0])
+            row_stride, _ = cgutils.unpack_tuple(builder, ary.strides, 2)
+            _, n = cgutils.unpack_tuple(builder, ary.shape, 2)
+            et = context.get_value_type(elem)
+            i8p = llvm_ir.IntType(8).as_pointer()
+            offset = builder.mul(context.cast(builder, args[1], sig.args[1], nbtypes.intp),
+                                 row_stride)
+            base = builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]),
+                                   et.as_pointer())
+            lanes = 16 if elem == nbtypes.float32 else 8
+            acc_t = context.get_value_type(result)
+            vec_t = llvm_ir.VectorType(acc_t, lanes)
+            compensated = kind == "sum" and elem == nbtypes.float64
+            start = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[kind]
+
+            def widen(v):
+                if isinstance(v.type, llvm_ir.VectorType):
+                    return v if v.type.element == acc_t else \
+                        builder.fpext(v, llvm_ir.VectorType(acc_t, v.type.count))
+                return v if v.type == acc_t else builder.fpext(v, acc_t)
+
+            def half(v, k, lanes):
+                """lanes k .. k + lanes - 1 of vector v"""
+                mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), lanes),
+                                        list(range(k, k + lanes)))
+                return builder.shuffle_vector(v, v, mask)
+
+            def step(acc, err, v):
+                """(acc, err) after taking in v (vectors or scalars)."""
+                if kind == "sum":
+                    v = widen(v)
+                    if not compensated:
+                        return builder.fadd(acc, v), err
+                    acc, e = _two_sum(builder, acc, v)
+                    return acc, builder.fadd(err, e)
+                better = builder.fcmp_ordered(">" if kind == "max" else "<", v, acc)
+                return builder.select(better, v, acc), err
+
+            vzero = llvm_ir.Constant(vec_t, [0.0] * lanes)
+            accs = [(cgutils.alloca_once_value(builder, llvm_ir.Constant(vec_t, [start] * lanes)),
+                     cgutils.alloca_once_value(builder, vzero)) for _ in range(2)]
+            width = llvm_ir.Constant(n.type, 2 * lanes)
+            blocks = builder.sdiv(n, width)
+            load_t = llvm_ir.VectorType(et, lanes).as_pointer()
+            with cgutils.for_range(builder, blocks) as loop:
+                first = builder.mul(loop.index, width)
+                for k, (acc_p, err_p) in enumerate(accs):
+                    at = builder.gep(base, [builder.add(first, llvm_ir.Constant(n.type,
+                                                                                k * lanes))])
+                    v = builder.load(builder.bitcast(at, load_t), align=elem.bitwidth // 8)
+                    acc, err = step(builder.load(acc_p), builder.load(err_p), v)
+                    builder.store(acc, acc_p)
+                    builder.store(err, err_p)
+            # the two accumulators, then halves of the lanes (a fixed tree: 4 dependent steps
+            # instead of 16 for float32, which rows of 32 feel)
+            (acc0_p, err0_p), (acc1_p, err1_p) = accs
+            acc, err = step(builder.load(acc0_p), builder.load(err0_p), builder.load(acc1_p))
+            if compensated:
+                err = builder.fadd(err, builder.load(err1_p))
+            while lanes > 1:
+                lanes //= 2
+                low, high = half(acc, 0, lanes), half(acc, lanes, lanes)
+                if compensated:
+                    acc, e = _two_sum(builder, low, high)
+                    err = builder.fadd(e, builder.fadd(half(err, 0, lanes),
+                                                       half(err, lanes, lanes)))
+                else:
+                    acc, _ = step(low, None, high)
+            zero = llvm_ir.Constant(llvm_ir.IntType(32), 0)
+            total = builder.extract_element(acc, zero)
+            err = builder.extract_element(err, zero) if compensated else \
+                llvm_ir.Constant(acc_t, 0.0)
+            total_p = cgutils.alloca_once_value(builder, total)
+            err_p = cgutils.alloca_once_value(builder, err)
+            one = llvm_ir.Constant(n.type, 1)
+            with cgutils.for_range_slice(builder, builder.mul(blocks, width), n, one) as (j, _):
+                t, e = step(builder.load(total_p), builder.load(err_p),
+                            builder.load(builder.gep(base, [j])))
+                builder.store(t, total_p)
+                builder.store(e, err_p)
+            total = builder.load(total_p)
+            if not compensated:
+                return total
+            # total + err, unless the total is inf or NaN (then err is NaN or meaningless)
+            finite = builder.fcmp_ordered("==", builder.fsub(total, total),
+                                          llvm_ir.Constant(acc_t, 0.0))
+            return builder.select(finite, builder.fadd(total, builder.load(err_p)), total)
+        return result(x, r), codegen
+    return reduce
+
+
+_vector_row_max = _row_reduction("max")
+_vector_row_min = _row_reduction("min")
+_vector_row_sum = _row_reduction("sum")
+
+
+# --------------------------------------------------------------------------------------------
 # row kernels (softmax family) and prelu blocks: one body each, looped by generated kernels
 # --------------------------------------------------------------------------------------------
 
@@ -332,35 +465,50 @@ def _load(x, r, j, neg):
     return -np.float64(x[r, j]) if neg else np.float64(x[r, j])
 
 
-def _row_exp(v, m, temperature, neg):
-    """exp((v - m) / T) (of -v for softmin) for the row kernels, m the row's max: float32 data
-    in float32 arithmetic (_math32's exp; the rounding of v - m and of T is within the
-    conditioning term of the softmax bound, DESIGN.md section 4), float64 data in float64.
-    Measured with _row_scale, float32, numba, 2 threads (tools: timeit, best of 20): softmax on
-    128000x32 / 4000x1024 / 128x32000 went from 0.29-0.40x torch.softmax to 0.55-0.68x.  The
-    log_softmax backward's exp(y) too (m = 0, T = 1): 10000x1000 19.8 -> 12.1 ms, 128x32000
-    7.3 -> 4.1 ms."""
+def _row_exp(v, m, inv_t, neg):
+    """exp((v - m) / T) as exp((v - m) * inv_t), inv_t = 1 / T (of -v for softmin), for the
+    softmax forward rows, m the row's max, so the argument is <= 0 for every kept entry.
+    float32 data in float32 arithmetic (_math32.exp_nonpositive, results below the smallest
+    normal flushed to 0), float64 data in float64.  The roundings of v - m, of 1 / T and of the
+    product are inside the conditioning term 2 eps (|x| + |max|) / T of the softmax bound
+    (DESIGN.md section 4); a multiplication instead of a vector division per 8 elements made
+    the exp pass ~25% faster (4000x1024 float32, 1 thread).  Measured with _row_scale, float32, numba, 2 threads (tools:
+    timeit, best of 20): softmax on 128000x32 / 4000x1024 / 128x32000 went from 0.29-0.40x
+    torch.softmax to 0.55-0.68x with _math32.exp_poly."""
     raise NotImplementedError("only callable in kernels")
 
 
 @overload(_row_exp, inline="always", jit_options=JIT_OPTIONS)
-def _row_exp_typer(v, m, temperature, neg):
+def _row_exp_typer(v, m, inv_t, neg):
     if v == nbtypes.float32:
-        exp32 = FORMULAS32["exp_poly"]
+        exp32 = FORMULAS32["exp_nonpositive"]
 
-        def narrow(v, m, temperature, neg):
-            d = ((-v if neg else v) - np.float32(m)) / np.float32(temperature)
-            return exp32(d)
+        def narrow(v, m, inv_t, neg):
+            return exp32(((-v if neg else v) - np.float32(m)) * np.float32(inv_t))
         return narrow
 
-    def wide(v, m, temperature, neg):
-        return _exp(((-np.float64(v) if neg else np.float64(v)) - m) / temperature)
+    def wide(v, m, inv_t, neg):
+        return _exp(((-np.float64(v) if neg else np.float64(v)) - m) * inv_t)
     return wide
 
 
+def _exp_native(v):
+    """exp(v) in v's own precision for any v: float32 by _math32.exp_poly, float64 by
+    _math.exp_poly.  The log_softmax backward's exp(y): 10000x1000 float32 19.8 -> 12.1 ms,
+    128x32000 7.3 -> 4.1 ms (numba, 2 threads) against the float64 exp."""
+    raise NotImplementedError("only callable in kernels")
+
+
+@overload(_exp_native, inline="always", jit_options=JIT_OPTIONS)
+def _exp_native_typer(v):
+    exp = FORMULAS32["exp_poly"] if v == nbtypes.float32 else _exp
+    return lambda v: exp(v)
+
+
 def _row_scale(e, s, inv):
-    """e / s for softmax's normalisation: float32 data as e * (1 / s) in float64 (one rounding
-    to float32 on store: a multiplication instead of a float64 division per element); float64
+    """e / s for softmax's normalisation: float32 data as e * float32(1 / s) in float32 (two
+    roundings, 1 ULP more than e / s, inside the bound 4 eps (2 + log2 C) with the exp's 1 ULP:
+    no conversions, 8 lanes; the scale pass on 4000x1024, 1 thread, 0.70 -> 0.35 ms); float64
     data by the division itself."""
     raise NotImplementedError("only callable in kernels")
 
@@ -368,14 +516,31 @@ def _row_scale(e, s, inv):
 @overload(_row_scale, inline="always", jit_options=JIT_OPTIONS)
 def _row_scale_typer(e, s, inv):
     if e == nbtypes.float32:
-        return lambda e, s, inv: np.float64(e) * inv
+        return lambda e, s, inv: e * np.float32(inv)
     return lambda e, s, inv: e / s
+
+
+def _log_softmax_value(v, m, inv_t, log_sum):
+    """(v - m) / T - log(sum) as (v - m) * inv_t - log(sum) for log_softmax: float32 data in
+    float32 arithmetic (roundings within eps (|r| + log C) each, inside the bound
+    8 eps (1 + |r|) (1 + log2 C) and its conditioning term), float64 data in float64."""
+    raise NotImplementedError("only callable in kernels")
+
+
+@overload(_log_softmax_value, inline="always", jit_options=JIT_OPTIONS)
+def _log_softmax_value_typer(v, m, inv_t, log_sum):
+    if v == nbtypes.float32:
+        return lambda v, m, inv_t, log_sum: ((v - np.float32(m)) * np.float32(inv_t)
+                                             - np.float32(log_sum))
+    return lambda v, m, inv_t, log_sum: (v - m) * inv_t - log_sum
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def _row_max(x, mask, r, neg):
     """Max of the kept entries of row r (of -x for softmin; NaN skipped: it reaches the sum
     instead), and whether any entry is kept."""
+    if mask is None and x.strides[1] == x.itemsize:  # contiguous rows: the vector code
+        return np.float64(-_vector_row_min(x, r) if neg else _vector_row_max(x, r)), True
     m = -np.inf
     any_kept = mask is None
     for j in range(x.shape[1]):
@@ -428,39 +593,51 @@ def _row_sum(term, a, b, mask, r, m, t):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _softmax_row(x, mask, temperature, out, r, log, neg):
-    """softmax / log_softmax of row r, or of -x (``neg``: softmin)."""
-    m, any_kept = _row_max(x, mask, r, neg)
+def _row_total(a, r):
+    """Sum of row r of a (no mask) in float64: the vector code for a contiguous row."""
+    if a.strides[1] == a.itemsize:
+        return _vector_row_sum(a, r)
+    return _row_sum(_term_value, a, a, None, r, 0.0, 1.0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _softmax_rows(x, mask, temperature, out, start, stop, log, neg):
+    """softmax / log_softmax of rows start .. stop - 1, or of -x (``neg``: softmin)."""
     n = x.shape[1]
-    if not any_kept:  # fully masked row: softmax 0, log_softmax -inf, never NaN
-        fill = -np.inf if log else 0.0
-        for j in range(n):
-            out[r, j] = fill
-        return
+    inv_t = 1.0 / temperature
     # exp((x - max) / T) by a straight vectorisable loop, then its float64 sum.  softmax keeps
     # the exps in out (x[j] is not read again, so out may be x); log_softmax needs x again, so
     # its exps go to out only when out is not x (_validate passes either x itself or a disjoint
-    # buffer), else to a scratch row.  A scratch row for every row cost log_softmax float32 on
-    # 128000x32, numba, 2 threads, 11.8 ms (torch 4.1 ms); without it 6.3 ms (torch 3.4 ms),
-    # and 4000x1024: 7.2 -> 4.4 ms.
-    if log and out.ctypes.data == x.ctypes.data:
-        e_row = np.empty((1, n), out.dtype)
-    else:
-        e_row = out[r:r + 1]
-    for j in range(n):
-        e = _row_exp(x[r, j], m, temperature, neg)
-        e_row[0, j] = e if _kept(mask, r, j) else 0.0
-    s = _row_sum(_term_value, e_row, e_row, None, 0, m, temperature)
-    if log:
-        ls = math.log(s)
+    # buffer), else to one scratch row for the whole range.  A scratch row for every row cost
+    # log_softmax float32 on 128000x32, numba, 2 threads, 11.8 ms (torch 4.1 ms); without it
+    # 6.3 ms (torch 3.4 ms), and 4000x1024: 7.2 -> 4.4 ms.  Rows are addressed as (array, row)
+    # rather than as views: a view per row costs two atomic reference-count updates on the
+    # array, which both threads contend for (softmax 128000x32 float32, 2 threads, 2.9 ->
+    # 2.1 ms).
+    scratch = log and out.ctypes.data == x.ctypes.data
+    exps = np.empty((1, n), out.dtype) if scratch else out
+    for r in range(start, stop):
+        m, any_kept = _row_max(x, mask, r, neg)
+        if not any_kept:  # fully masked row: softmax 0, log_softmax -inf, never NaN
+            fill = -np.inf if log else 0.0
+            for j in range(n):
+                out[r, j] = fill
+            continue
+        er = 0 if scratch else r
         for j in range(n):
-            v = (_load(x, r, j, neg) - m) / temperature - ls
-            out[r, j] = v if _kept(mask, r, j) else -np.inf
-    else:
-        inv = 1.0 / s
-        for j in range(n):
-            v = _row_scale(out[r, j], s, inv)
-            out[r, j] = v if _kept(mask, r, j) else 0.0
+            e = _row_exp(x[r, j], m, inv_t, neg)
+            exps[er, j] = e if _kept(mask, r, j) else 0.0
+        s = _row_total(exps, er)
+        if log:
+            ls = math.log(s)
+            for j in range(n):
+                v = _log_softmax_value(-x[r, j] if neg else x[r, j], m, inv_t, ls)
+                out[r, j] = v if _kept(mask, r, j) else -np.inf
+        else:
+            inv = 1.0 / s
+            for j in range(n):
+                v = _row_scale(out[r, j], s, inv)
+                out[r, j] = v if _kept(mask, r, j) else 0.0
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -475,36 +652,37 @@ def _softmax_backward_row(grad, y, mask, temperature, out, r, log):
     for j in range(n):
         g = np.float64(grad[r, j])
         yj = np.float64(y[r, j])
-        v = (g - _row_exp(y[r, j], 0.0, 1.0, False) * s) / temperature if log \
+        v = (g - _exp_native(y[r, j]) * s) / temperature if log \
             else yj * (g - s) / temperature
         out[r, j] = v if _kept(mask, r, j) else 0.0
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _logsumexp_row(x, mask, temperature, out, r):
-    """out[r] = max + T log(sum exp((x - max) / T)) over the kept entries of row r: the exps by
-    a straight vectorisable loop into a scratch row, then the float64 pairwise + Neumaier sum of
-    the softmax kernels (computing the exps inside the sum does not vectorise: 10x slower).
-    Nothing kept: -inf.  A non-finite max (all kept -inf, or +inf) is the result
-    unless a kept entry is NaN (torch.logsumexp and scipy.special.logsumexp agree)."""
-    m, any_kept = _row_max(x, mask, r, False)
-    if not any_kept:
-        out[r] = -np.inf
-        return
-    if not math.isfinite(m):
-        v = m
-        for j in range(x.shape[1]):
-            if _kept(mask, r, j) and np.isnan(x[r, j]):
-                v = np.nan
-        out[r] = v
-        return
+def _logsumexp_rows(x, mask, temperature, out, start, stop):
+    """out[r] = max + T log(sum exp((x - max) / T)) over the kept entries of each row r in
+    start .. stop - 1: the exps by a straight vectorisable loop into a scratch row (one for the
+    range), then their float64 compensated sum (computing the exps inside the sum does not
+    vectorise: 10x slower).  Nothing kept: -inf.  A non-finite max (all kept -inf, or +inf) is
+    the result unless a kept entry is NaN (torch.logsumexp and scipy.special.logsumexp
+    agree)."""
     n = x.shape[1]
-    e_row = np.empty((1, n), np.float64)
-    for j in range(n):
-        e = _exp((np.float64(x[r, j]) - m) / temperature)
-        e_row[0, j] = e if _kept(mask, r, j) else 0.0
-    s = _row_sum(_term_value, e_row, e_row, None, 0, m, temperature)
-    out[r] = m + temperature * math.log(s)
+    exps = np.empty((1, n), np.float64)
+    for r in range(start, stop):
+        m, any_kept = _row_max(x, mask, r, False)
+        if not any_kept:
+            out[r] = -np.inf
+            continue
+        if not math.isfinite(m):
+            v = m
+            for j in range(n):
+                if _kept(mask, r, j) and np.isnan(x[r, j]):
+                    v = np.nan
+            out[r] = v
+            continue
+        for j in range(n):
+            e = _exp((np.float64(x[r, j]) - m) / temperature)
+            exps[0, j] = e if _kept(mask, r, j) else 0.0
+        out[r] = m + temperature * math.log(_row_total(exps, 0))
 
 
 #: prelu works on blocks of one channel: element i of the flat array is in channel
@@ -613,24 +791,26 @@ def _elementwise_specs(op: _registry.OpSpec):
 
 
 def _row_specs():
-    """(kernel name, arguments, loop length, body) of the softmax family's row kernels."""
+    """(kernel name, arguments, row count, body over rows start .. stop - 1) of the softmax
+    family's row kernels."""
+    backward = "for i in range(start, stop):\n        _softmax_backward_row"
     return [
         ("softmax_forward", "x, mask, temperature, out", "x.shape[0]",
-         "_softmax_row(x, mask, temperature, out, i, False, False)"),
+         "_softmax_rows(x, mask, temperature, out, start, stop, False, False)"),
         ("log_softmax_forward", "x, mask, temperature, out", "x.shape[0]",
-         "_softmax_row(x, mask, temperature, out, i, True, False)"),
+         "_softmax_rows(x, mask, temperature, out, start, stop, True, False)"),
         # softmin(x) = softmax(-x): the softmax body on negated loads; its gradient is the
         # softmax gradient with -T
         ("softmin_forward", "x, mask, temperature, out", "x.shape[0]",
-         "_softmax_row(x, mask, temperature, out, i, False, True)"),
+         "_softmax_rows(x, mask, temperature, out, start, stop, False, True)"),
         ("logsumexp_forward", "x, mask, temperature, out", "x.shape[0]",
-         "_logsumexp_row(x, mask, temperature, out, i)"),
+         "_logsumexp_rows(x, mask, temperature, out, start, stop)"),
         ("softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
-         "_softmax_backward_row(grad, y, mask, temperature, out, i, False)"),
+         f"{backward}(grad, y, mask, temperature, out, i, False)"),
         ("log_softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
-         "_softmax_backward_row(grad, y, mask, temperature, out, i, True)"),
+         f"{backward}(grad, y, mask, temperature, out, i, True)"),
         ("softmin_backward", "grad, y, mask, temperature, out", "y.shape[0]",
-         "_softmax_backward_row(grad, y, mask, -temperature, out, i, False)"),
+         f"{backward}(grad, y, mask, -temperature, out, i, False)"),
     ]
 
 
@@ -653,16 +833,30 @@ def {name}__{variant}({args}):
         {body}
 """
 
-# Row kernels (softmax family): the loop body is one ``NAME__row`` function, compiled once and
-# called by both twins with an int64 index (a prange index is unsigned and would compile a
-# second copy), instead of being inlined into each twin, so a cold start compiles the heavy
-# row body once rather than twice.  Cold `fa.warmup([op])`: softmax 52.6 -> 31.9 s,
-# log_softmax 58.9 -> 39.9 s, logsumexp 23.7 -> 17.8 s; softmax on 512x32000 float32 runs as
-# before (37.4 vs 37.9 ms).  prelu's light block bodies stay inlined (a separate function made
-# its warmup slower, 6.6 -> 10.7 s).
+# Row kernels (softmax family): the loop body is one ``NAME__rows`` function over a range of
+# rows, compiled once and called by both twins with int64 bounds (a prange index is unsigned
+# and would compile a second copy), instead of being inlined into each twin, so a cold start
+# compiles the heavy row body once rather than twice.  Cold `fa.warmup([op])`: softmax 52.6 ->
+# 31.9 s, log_softmax 58.9 -> 39.9 s, logsumexp 23.7 -> 17.8 s.  Each call takes
+# ROW_TASK_ELEMENTS elements' worth of rows: one call per row cost ~8 ns a row, a quarter of
+# softmax on 128000x32 float32 (1 thread 4.3 -> 3.3 ms).  prelu's light block bodies stay
+# inlined (a separate function made its warmup slower, 6.6 -> 10.7 s).
 _ROW_TEMPLATE = """
-def {name}__row({args}, i):
+def {name}__rows({args}, start, stop):
     {body}
+"""
+
+#: Rows handed to one call of a row body (and to one task of the parallel twin): enough rows
+#: for about this many elements, at least one.
+ROW_TASK_ELEMENTS = 4096
+
+_ROW_KERNEL_TEMPLATE = """
+def {name}__{variant}({args}):
+    rows = {count}
+    per = max(1, ROW_TASK_ELEMENTS // max(1, {width}))
+    for t in {loop}((rows + per - 1) // per):
+        start = np.int64(t) * per
+        {name}__rows({args}, start, min(start + per, rows))
 """
 
 # prelu_backward needs a reduction after its loop: written out rather than templated.
@@ -730,13 +924,15 @@ def _kernel_source() -> tuple[str, list[tuple[str, str]]]:
     chunks = []
     for name, args, count, body in _row_specs():
         chunks.append(_ROW_TEMPLATE.format(name=name, args=args, body=body))
-    row_calls = [(name, args, count, f"{name}__row({args}, np.int64(i))")
-                 for name, args, count, _ in _row_specs()]
     specs += _block_specs()
-    for name, args, count, body in specs + row_calls:
-        for variant, loop in (("parallel", "prange"), ("serial", "range")):
+    for variant, loop in (("parallel", "prange"), ("serial", "range")):
+        for name, args, count, body in specs:
             chunks.append(_KERNEL_TEMPLATE.format(
                 name=name, variant=variant, args=args, loop=loop, count=count, body=body))
+        for name, args, count, _ in _row_specs():
+            chunks.append(_ROW_KERNEL_TEMPLATE.format(
+                name=name, variant=variant, args=args, loop=loop, count=count,
+                width=count.replace("shape[0]", "shape[1]")))
     specs += _row_specs()
     for variant, loop in (("parallel", "prange"), ("serial", "range")):
         chunks.append(_PRELU_BACKWARD_TEMPLATE.format(variant=variant, loop=loop))
@@ -752,6 +948,7 @@ def _namespace() -> dict:
     # __name__ makes the generated functions belong to this module, which Numba re-imports
     # when it loads them from the disk cache
     ns = {"__name__": __name__, "np": np, "prange": prange, "PRELU_BLOCK": PRELU_BLOCK,
+          "ROW_TASK_ELEMENTS": ROW_TASK_ELEMENTS,
           "GATED_BLOCK": GATED_BLOCK}
     for name, fn in FORMULAS.items():
         if isinstance(fn, numba.core.registry.CPUDispatcher):
@@ -942,7 +1139,7 @@ def _build() -> dict:
                                             _GENERATED_FILENAME)
     ns = _namespace()
     exec(compile(source, _GENERATED_FILENAME, "exec"), ns)
-    for name in [k for k in ns if k.endswith("__row")]:  # before any kernel is compiled
+    for name in [k for k in ns if k.endswith("__rows")]:  # before any kernel is compiled
         ns[name] = _jit_kernel(ns[name], False)
     kernels = {}
     for name, _ in names:

@@ -99,6 +99,20 @@ def load(path: str) -> list[dict]:
     return records
 
 
+def describe_machine(path: str) -> str:
+    """One line on the machine of a run, from the ``fastact`` machine info that
+    benchmarks/conftest.py records (CPU as LLVM targets it, threads and threading layer,
+    versions); empty for older files."""
+    data = _read_json(path)
+    info = (data.get("machine_info") or {}).get("fastact")
+    if not info:
+        return ""
+    versions = ", ".join(f"{k} {v}" for k, v in (info.get("versions") or {}).items())
+    return (f"machine: {info.get('llvm_cpu')} ({(data['machine_info'].get('cpu') or {}).get('brand_raw', '')}), "
+            f"{info.get('threads')} threads, Numba threading layer {info.get('threading_layer')}; "
+            f"{versions}; {data.get('datetime', '')[:10]}")
+
+
 def backend_order(names) -> list[str]:
     names = set(names)
     ordered = [b for b in PREFERRED_ORDER if b in names]
@@ -534,6 +548,9 @@ def main(argv=None) -> int:
     if not records:
         print(f"report.py: no fastact benchmarks in {', '.join(args.json)}", file=sys.stderr)
         return 1
+    machine = describe_machine(args.json[0])
+    if machine:
+        print(machine + "\n")
     if args.compact:
         sizes = {int(float(v)) for v in args.compact.split(",")}
         print(compact(records, args.dtype, sizes, markdown=args.markdown))

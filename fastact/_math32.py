@@ -137,11 +137,12 @@ EXP_NORMAL_LO = F(-87.3366)
 def exp_nonpositive(x):
     """e^x for x <= 0 (a larger x counts as 0), with results below the smallest normal
     flushed to 0.  For callers where a flushed exp changes only results below DESIGN.md
-    section 4's absolute floor: the softmax rows (exps divided by a sum >= 1), sigmoid and its
-    derivative (e / (1 + e), e / (1 + e)^2), tanh (1 - 2e / (1 + e)), log_sigmoid (log1p(e)).
-    One power-of-two factor and no upper clamp, 5-7 fewer vector operations than exp_poly:
-    softmax exp pass on 4000x1024 float32, 1 thread, 1.74 -> 1.21 ms; sigmoid 1e6, 1 thread,
-    0.46 -> 0.42 ms.  Max 1.00 ULP where the result is normal; NaN kept."""
+    section 4's absolute floors: the softmax rows (exps divided by a sum >= 1), the sigmoid
+    derivative (e / (1 + e)^2), tanh (1 - 2e / (1 + e)) and its derivative, log_sigmoid
+    (log1p(e)).  One power-of-two factor and no upper clamp, 5-7 fewer vector operations than
+    exp_poly: softmax exp pass on 4000x1024 float32, 1 thread, 1.74 -> 1.21 ms; tanh 1e6, 1
+    thread, 0.32 -> 0.26 ms (sigmoid itself 0.46 -> 0.40 ms, not taken: see sigmoid).  Max
+    1.00 ULP where the result is normal; NaN kept."""
     xc = ZERO if x > ZERO else x
     low = x < EXP_NORMAL_LO
     k, r = exp_split(EXP_NORMAL_LO if low else xc)
@@ -149,10 +150,14 @@ def exp_nonpositive(x):
     return ZERO if low else v
 
 
-# --- sigmoid: as in _math.py, from e = exp(-|x|) (flushed where subnormal: exp_nonpositive) ----
+# --- sigmoid: as in _math.py, from e = exp(-|x|) ---------------------------------------------
+# The value keeps exp_poly's subnormal results: glu multiplies it by its second operand, and
+# DESIGN.md section 4 asks a normal product to be accurate where the sigmoid is subnormal
+# (exp_nonpositive made tests/test_gated.py fail at gate -87.34 .. -88).  The derivative alone
+# may flush (its floor is eps max|result|).
 
 def sigmoid(x):
-    e = exp_nonpositive(-abs(x))
+    e = exp_poly(-abs(x))
     r = ONE / (ONE + e)
     return r if x >= ZERO else e * r
 
@@ -164,7 +169,7 @@ def sigmoid_derivative(x):
 
 
 def sigmoid_and_derivative(x):
-    e = exp_nonpositive(-abs(x))
+    e = exp_poly(-abs(x))
     r = ONE / (ONE + e)
     return (r if x >= ZERO else e * r), e * r * r
 

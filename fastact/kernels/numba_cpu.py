@@ -593,11 +593,12 @@ def _row_sum(term, a, b, mask, r, m, t):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _row_total(a, r):
-    """Sum of row r of a (no mask) in float64: the vector code for a contiguous row."""
-    if a.strides[1] == a.itemsize:
+def _row_total(a, mask, r):
+    """Sum of the kept entries of row r of a in float64: the vector code for a contiguous row
+    without a mask."""
+    if mask is None and a.strides[1] == a.itemsize:
         return _vector_row_sum(a, r)
-    return _row_sum(_term_value, a, a, None, r, 0.0, 1.0)
+    return _row_sum(_term_value, a, a, mask, r, 0.0, 1.0)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -627,7 +628,7 @@ def _softmax_rows(x, mask, temperature, out, start, stop, log, neg):
         for j in range(n):
             e = _row_exp(x[r, j], m, inv_t, neg)
             exps[er, j] = e if _kept(mask, r, j) else 0.0
-        s = _row_total(exps, er)
+        s = _row_total(exps, None, er)
         if log:
             ls = math.log(s)
             for j in range(n):
@@ -646,7 +647,7 @@ def _softmax_backward_row(grad, y, mask, temperature, out, r, log):
     # log_softmax: dx = (g - exp(y) * sum(g)) / T
     n = y.shape[1]
     if log:
-        s = _row_sum(_term_value, grad, grad, mask, r, 0.0, temperature)
+        s = _row_total(grad, mask, r)
     else:
         s = _row_sum(_term_product, grad, y, mask, r, 0.0, temperature)
     for j in range(n):
@@ -682,7 +683,7 @@ def _logsumexp_rows(x, mask, temperature, out, start, stop):
         for j in range(n):
             e = _exp((np.float64(x[r, j]) - m) / temperature)
             exps[0, j] = e if _kept(mask, r, j) else 0.0
-        out[r] = m + temperature * math.log(_row_total(exps, 0))
+        out[r] = m + temperature * math.log(_row_total(exps, None, 0))
 
 
 #: prelu works on blocks of one channel: element i of the flat array is in channel

@@ -559,9 +559,7 @@ def gelu_clamp_wide(x):
 
 
 def gelu(x, approximate):
-    xc = gelu_clamp_wide(x)
-    v = gelu_tanh_wide(xc) if approximate != 0.0 else gelu_exact_wide(xc)
-    return x if x > GELU_TAIL else (ZERO if x < -GELU_TAIL else F(v))
+    return F(gelu_wide(x, approximate))
 
 
 def gelu_derivative(x, approximate):
@@ -582,10 +580,26 @@ def gelu_tanh_both_wide(xw):
     return xw * s, s + xw * sd * (GELU_A + 3.0 * GELU_B * (xw * xw))
 
 
-def gelu_and_derivative(x, approximate):
-    # one exp (and one erfc) for both results: the fused form, the backward of geglu
+def gelu_wide(x, approximate):
+    """gelu(x) in float64, not rounded to float32 (gelu rounds it): geglu multiplies it by its
+    second operand, and a product that is normal must stay accurate where gelu(x) alone is
+    subnormal.  x beyond +-GELU_TAIL: x and 0."""
+    xc = gelu_clamp_wide(x)
+    v = gelu_tanh_wide(xc) if approximate != 0.0 else gelu_exact_wide(xc)
+    return W(x) if x > GELU_TAIL else (0.0 if x < -GELU_TAIL else v)
+
+
+def gelu_and_derivative_wide(x, approximate):
+    """(gelu(x), gelu'(x)) in float64, not rounded (geglu's backward; gelu_and_derivative
+    rounds them)."""
     xc = gelu_clamp_wide(x)
     v, d = gelu_tanh_both_wide(xc) if approximate != 0.0 else gelu_exact_both_wide(xc)
     big = x > GELU_TAIL
     small = x < -GELU_TAIL
-    return (x if big else (ZERO if small else F(v))), (ONE if big else (ZERO if small else F(d)))
+    return (W(x) if big else (0.0 if small else v)), (1.0 if big else (0.0 if small else d))
+
+
+def gelu_and_derivative(x, approximate):
+    # one exp (and one erfc) for both results: the fused form
+    v, d = gelu_and_derivative_wide(x, approximate)
+    return F(v), F(d)

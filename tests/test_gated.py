@@ -112,6 +112,43 @@ def test_accuracy(case, dtype, backend):
           inputs)
 
 
+#: float32 gates whose activation is subnormal or nearly so (x e^x, e^x / (1 + e^x) below
+#: -87; x Phi(x) below -13.2), where a large second operand still makes the product normal
+TINY_ACTIVATION = {"sigmoid": (-103.0, -80.0), "silu": (-103.0, -80.0), "gelu": (-14.5, -12.0)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_large_operand_times_tiny_activation(case, backend):
+    """float32: the product of a (nearly) subnormal activation and an operand of ~1e30 is a
+    normal number, so it meets the bound (DESIGN.md section 4: also where an intermediate would
+    be subnormal).  The Numba kernels once rounded the float32 activation first: swiglu(-100,
+    1e38) was 1277 ULP off, glu 279,000 ULP.  (float64 has the same limit at ~1e300 operands;
+    not covered.)"""
+    spec, params = case
+    lo, hi = TINY_ACTIVATION[spec.extra["gate"]]
+    rng = np.random.default_rng(3)
+    n = 500
+    gate = np.linspace(lo, hi, n).astype(F32)
+    value = (rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(20, 30, n)).astype(F32)
+    grad = rng.uniform(-3, 3, n).astype(F32)
+    ref, ref_gg, ref_gv = reference(spec, F32, gate, value, grad, params)
+    inputs = {"gate": gate, "value": value, "grad": grad}
+    if spec.extra["split"]:
+        x = np.concatenate([value[:, None], gate[:, None]], axis=1)
+        got = fa.glu(x, backend=backend)[:, 0]
+        gx = fa.glu_backward(grad[:, None], x=x, backend=backend)
+        got_gv, got_gg = gx[:, 0], gx[:, 1]
+    else:
+        got = getattr(fa, spec.name)(gate, value, backend=backend, **params)
+        got_gg, got_gv = getattr(fa, f"{spec.name}_backward")(grad, a=gate, b=value,
+                                                              backend=backend, **params)
+    check(spec, f"{spec.name} {backend}", got, ref, F32, "forward", inputs)
+    check(spec, f"{spec.name}_backward grad_gate {backend}", got_gg, ref_gg, F32, "backward",
+          inputs)
+    check(spec, f"{spec.name}_backward grad_value {backend}", got_gv, ref_gv, F32, "backward",
+          inputs)
+
+
 @pytest.mark.parametrize("spec", GATED, ids=lambda s: s.name)
 def test_oracle_against_the_definition(spec):
     """The oracle's act(gate) * value against mpmath, on a few points (independent check of the

@@ -294,19 +294,21 @@ FORMULAS32 = _bind_formulas(_math32, njit(inline="always", **JIT_OPTIONS),
                                         "mul_add_wide": _mul_add_intrinsic})
 
 
-def _by_dtype(name: str, params) -> object:
+def _by_dtype(name: str, params, wide_name: str | None = None) -> object:
     """A function ``T(x, *params)`` for kernels: ``_math32``'s twin of formula ``name`` when x
-    is float32, else the ``_math`` formula on x widened to float64.  The choice is made at
-    typing time (a Numba ``overload``), so each compiled kernel contains one of the two.  A
-    twin ``NAME_and_derivative`` without a float64 one pairs the two float64 formulas."""
+    is float32, else the ``_math`` formula ``wide_name`` (default: ``name``) on x widened to
+    float64.  The choice is made at typing time (a Numba ``overload``), so each compiled kernel
+    contains one of the two.  A twin ``NAME_and_derivative`` without a float64 one pairs the
+    two float64 formulas."""
     args = ", ".join(["x", *params])
     rest = "".join(f", {p}" for p in params)
     ns = {"narrow_formula": FORMULAS32[name], "np": np, "float32": nbtypes.float32}
-    if name in FORMULAS:
-        ns["wide_formula"] = FORMULAS[name]
+    wide_name = wide_name or name
+    if wide_name in FORMULAS:
+        ns["wide_formula"] = FORMULAS[wide_name]
         wide = f"wide_formula(np.float64(x){rest})"
     else:
-        op = name.removesuffix("_and_derivative")
+        op = wide_name.removesuffix("_and_derivative")
         ns["wide_value"], ns["wide_derivative"] = FORMULAS[op], FORMULAS[op + "_derivative"]
         wide = f"(wide_value(np.float64(x){rest}), wide_derivative(np.float64(x){rest}))"
     exec(f"def {name}({args}):\n    raise NotImplementedError('only callable in kernels')\n"
@@ -906,15 +908,31 @@ _GATED_LOOP = """    nb = (width + GATED_BLOCK - 1) // GATED_BLOCK
         for j in range(j0, j1):"""
 
 
+def _gated_wide_call(formula: str, x: str, pa: str) -> str:
+    """Source of a call of ``formula`` on element ``x`` whose result stays float64: the float32
+    twin ``<formula>_wide`` where _math32 has one (float64 inside, not rounded), else the float64
+    formula on the widened element.  A gated unit multiplies the gate's activation by the other
+    operand: rounded to float32 first, a subnormal activation times a large operand lost up to
+    all of its bits (swiglu(-100, 1e38): 1277 ULP; glu: 279,000 ULP), against DESIGN.md section
+    4's rule for normal results of subnormal intermediates."""
+    if f"{formula}_wide" in FORMULAS32:
+        return f"T_{formula}_wide({x}{pa})"
+    if formula.endswith("_and_derivative") and formula not in FORMULAS:
+        op = formula.removesuffix("_and_derivative")
+        return (f"(F_{op}(np.float64({x}){pa}), "
+                f"F_{op}_derivative(np.float64({x}){pa}))")
+    return f"F_{formula}(np.float64({x}){pa})"
+
+
 def _gated_source(op: _registry.OpSpec, variant: str, loop: str) -> str:
-    # the gate op's formulas, float32 twins included (_formula_call), as in its own kernels
+    # the gate op's value and derivative in float64 (_gated_wide_call), multiplied in float64
     gate = op.extra["gate"]
     pa = "".join(f", {n}" for n in op.param_names)
 
     xi = "gate[i0 + j]"
-    fused = _fused_call(gate, xi, pa)
+    fused = _gated_wide_call(f"{gate}_and_derivative", xi, pa)
     return _GATED_TEMPLATE.format(name=op.name, variant=variant,
-                                  value_call=_formula_call(gate, xi, pa),
+                                  value_call=_gated_wide_call(gate, xi, pa),
                                   head=_GATED_LOOP.format(loop=loop),
                                   p="".join(f"{n}, " for n in op.param_names), fused=fused)
 
@@ -959,6 +977,9 @@ def _namespace() -> dict:
     for name in FORMULAS32:
         if name in params:
             ns[f"T_{name}"] = _by_dtype(name, params[name])
+        elif name.removesuffix("_wide") in params:  # float64 results of float32 inputs
+            base = name.removesuffix("_wide")
+            ns[f"T_{name}"] = _by_dtype(name, params[base], wide_name=base)
     ns.update({k: v for k, v in globals().items() if k.startswith("_") and
                isinstance(v, numba.core.registry.CPUDispatcher)})
     return ns

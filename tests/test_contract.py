@@ -1532,6 +1532,43 @@ def test_fully_masked_rows(dtype, backend):
     np.testing.assert_array_equal(s_t[:, [1, 3]], 0)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_row_backward_subnormal_temperature(dtype, backend):
+    """A subnormal temperature: 1 / T overflows, so a zero numerator must still give 0 (not
+    0 * inf = NaN) and the others +-inf, as the division y * (g - s) / T gives them."""
+    g = np.array([[1.0, 2.0, 3.0, 0.0]], dtype)
+    y = np.array([[0.0, 0.5, 0.25, 0.25]], dtype)  # s = sum(g * y) = 1.75, exactly
+    t = 5e-324
+    want = [0.0, np.inf, np.inf, -np.inf]
+    np.testing.assert_array_equal(
+        fa.softmax_backward(g, y=y, temperature=t, backend=backend)[0], want)
+    np.testing.assert_array_equal(
+        fa.softmin_backward(g, y=y, temperature=t, backend=backend)[0], np.negative(want))
+    # log_softmax: (g - exp(y) sum(g)) / T, exp(-inf) = 0 and g = 0: 0
+    y_log = np.array([[-np.inf, 0.0, -np.inf, 0.0]], dtype)
+    g_log = np.array([[0.0, 1.0, 2.0, -3.0]], dtype)  # sum(g) = 0: numerators 0, 1, 2, -3
+    np.testing.assert_array_equal(
+        fa.log_softmax_backward(g_log, y=y_log, temperature=t, backend=backend)[0],
+        [0.0, np.inf, np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("in_place", [None, "grad", "y"])
+def test_log_softmax_backward_float32_intermediate_overflow(in_place, backend):
+    """exp(y) * sum(g) above the float32 range with a finite float32 result: the Numba kernel's
+    float32 row path overflows there and must hand the row to its float64 path (and in place,
+    where the float32 path is not taken, the result is the same)."""
+    g = np.array([[3.3e38, -3.3e38, 2.0, 1.0]], np.float32)
+    g[0, 3] = 0.0  # sum(g) = 2 exactly (the two large values cancel)
+    y = np.array([[88.7, 0.0, 0.0, -200.0]], np.float32)
+    want = (g.astype(np.float64) - np.exp(y.astype(np.float64)) * 2.0).astype(np.float32)
+    assert np.all(np.isfinite(want))
+    gi, yi = g.copy(), y.copy()
+    out = {"grad": gi, "y": yi}.get(in_place)
+    got = fa.log_softmax_backward(gi, y=yi, out=out, backend=backend)
+    assert got.dtype == np.float32 and np.all(np.isfinite(got)), got
+    np.testing.assert_allclose(got, want, rtol=4e-7)
+
+
 def test_unmasked_inf_rows_are_nan(backend):
     x = np.array([[-np.inf, -np.inf, -np.inf], [0.0, np.inf, 1.0], [0.0, np.nan, 1.0],
                   [1.0, 2.0, 3.0]])

@@ -226,3 +226,46 @@ def test_row_sum_float32_is_float64_accurate():
     row[0] = 2.0 ** 24
     _, _, total = _reduce_rows(row[None, :])
     assert total[0] == 2.0 ** 24 + 999
+
+
+@njit
+def _dot_rows(a, b):
+    total = np.empty(a.shape[0], np.float64)
+    for r in range(a.shape[0]):
+        total[r] = numba_cpu._vector_row_dot(a, b, r)
+    return total
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_dot_matches_fsum(dtype):
+    """The row dot product (softmax's backward sum(g * y)) is the float64 sum of the products
+    to within its rounding bound, for every row, with the second array's rows at another stride
+    (a column slice of a wider array), NaN and inf in the blocks and in the tails."""
+    rng = np.random.default_rng(12)
+    eps = np.finfo(np.float64).eps
+    for n in LENGTHS:
+        a = (rng.standard_normal((5, n)) * 10.0 ** rng.integers(-3, 4, (5, 1))).astype(dtype)
+        b = rng.standard_normal((5, n + 7)).astype(dtype)[:, 3:n + 3]
+        if n:
+            a[1, rng.integers(0, n)] = np.nan
+            b[2, n - 1] = np.inf
+            a[2, n - 1] = 2.0
+        total = _dot_rows(a, b)
+        for r in range(5):
+            products = a[r].astype(np.float64) * b[r].astype(np.float64)
+            if np.isnan(products).any():
+                assert np.isnan(total[r]), (n, r)
+            elif np.isinf(products).any():
+                assert total[r] == np.inf, (n, r)
+            else:
+                exact = math.fsum(products.tolist())
+                bound = 4 * eps * np.abs(products).sum() + 1e-300
+                assert abs(total[r] - exact) <= bound, (n, r, total[r], exact)
+
+
+def test_row_dot_float32_products_are_exact():
+    """A product of two float32 is exact in float64 and so is this sum: (1 + 2^-12)^2 has a
+    2^-24 term that a float32 product would lose."""
+    for n in (7, 100, 1001):
+        a = np.full((1, n), 1 + 2.0 ** -12, np.float32)
+        assert _dot_rows(a, a)[0] == n * (1 + 2.0 ** -11 + 2.0 ** -24), n

@@ -347,108 +347,134 @@ def _row_reduction(kind: str):
     * ``"sum"``: in float64; float32 elements plainly (each float32 is exact in float64, and n
       float64 roundings stay below 2^-22 relative for n < 2^31: inside the softmax bound),
       float64 elements with a TwoSum compensation per lane (error <= ~2 eps + O(n eps^2)
-      relative for terms of one sign, as _row_sum); an infinite sum stays infinite.
+      relative for terms of one sign, as _row_sum); an infinite sum stays infinite;
+    * ``"dot"`` (``f(x, y, r)``, y of x's dtype and shape, its rows contiguous too): the sum of
+      x[r, j] * y[r, j] over the row, as ``"sum"`` over the float64 products (a product of two
+      float32 is exact in float64; of two float64 rounded once, as _term_product).
     """
-    @intrinsic
-    def reduce(typingctx, x, r):
-        elem = x.dtype
-        result = nbtypes.float64 if kind == "sum" else elem
+    summing = kind in ("sum", "dot")
 
-        def codegen(context, builder, sig, args):
-            ary = context.make_array(sig.args[0])(context, builder, value=args[0])
-            row_stride, _ = cgutils.unpack_tuple(builder, ary.strides, 2)
-            _, n = cgutils.unpack_tuple(builder, ary.shape, 2)
-            et = context.get_value_type(elem)
-            i8p = llvm_ir.IntType(8).as_pointer()
-            offset = builder.mul(context.cast(builder, args[1], sig.args[1], nbtypes.intp),
-                                 row_stride)
-            base = builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]),
-                                   et.as_pointer())
-            lanes = 16 if elem == nbtypes.float32 else 8
-            acc_t = context.get_value_type(result)
-            vec_t = llvm_ir.VectorType(acc_t, lanes)
-            compensated = kind == "sum" and elem == nbtypes.float64
-            start = {"sum": 0.0, "max": float("-inf"), "min": float("inf")}[kind]
+    def row_pointer(context, builder, aty, value, r, rty):
+        """(pointer to the first element of row r of a 2-D array, its column count)"""
+        ary = context.make_array(aty)(context, builder, value=value)
+        row_stride, _ = cgutils.unpack_tuple(builder, ary.strides, 2)
+        _, n = cgutils.unpack_tuple(builder, ary.shape, 2)
+        i8p = llvm_ir.IntType(8).as_pointer()
+        offset = builder.mul(context.cast(builder, r, rty, nbtypes.intp), row_stride)
+        return builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]),
+                               context.get_value_type(aty.dtype).as_pointer()), n
 
-            def widen(v):
-                if isinstance(v.type, llvm_ir.VectorType):
-                    return v if v.type.element == acc_t else \
-                        builder.fpext(v, llvm_ir.VectorType(acc_t, v.type.count))
-                return v if v.type == acc_t else builder.fpext(v, acc_t)
+    def codegen(context, builder, sig, args):
+        elem = sig.args[0].dtype
+        r, rty = args[-1], sig.args[-1]
+        rows = [row_pointer(context, builder, aty, value, r, rty)
+                for aty, value in zip(sig.args[:-1], args[:-1])]
+        n = rows[0][1]
+        et = context.get_value_type(elem)
+        lanes = 16 if elem == nbtypes.float32 else 8
+        acc_t = context.get_value_type(sig.return_type)
+        vec_t = llvm_ir.VectorType(acc_t, lanes)
+        compensated = summing and elem == nbtypes.float64
+        start = float("inf") if kind == "min" else float("-inf") if kind == "max" else 0.0
 
-            def half(v, k, lanes):
-                """lanes k .. k + lanes - 1 of vector v"""
-                mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), lanes),
-                                        list(range(k, k + lanes)))
-                return builder.shuffle_vector(v, v, mask)
+        def widen(v):
+            if isinstance(v.type, llvm_ir.VectorType):
+                return v if v.type.element == acc_t else \
+                    builder.fpext(v, llvm_ir.VectorType(acc_t, v.type.count))
+            return v if v.type == acc_t else builder.fpext(v, acc_t)
 
-            def step(acc, err, v):
-                """(acc, err) after taking in v (vectors or scalars)."""
-                if kind == "sum":
-                    v = widen(v)
-                    if not compensated:
-                        return builder.fadd(acc, v), err
-                    acc, e = _two_sum(builder, acc, v)
-                    return acc, builder.fadd(err, e)
-                better = builder.fcmp_ordered(">" if kind == "max" else "<", v, acc)
-                return builder.select(better, v, acc), err
+        def term(j, count):
+            """the term of elements j .. j + count - 1 (a vector, or a scalar for count 0)"""
+            values = []
+            for base, _ in rows:
+                at = builder.gep(base, [j])
+                if count:
+                    at = builder.bitcast(at, llvm_ir.VectorType(et, count).as_pointer())
+                values.append(builder.load(at, align=elem.bitwidth // 8))
+            if kind == "dot":
+                return builder.fmul(widen(values[0]), widen(values[1]))
+            return values[0]
 
-            vzero = llvm_ir.Constant(vec_t, [0.0] * lanes)
-            accs = [(cgutils.alloca_once_value(builder, llvm_ir.Constant(vec_t, [start] * lanes)),
-                     cgutils.alloca_once_value(builder, vzero)) for _ in range(2)]
-            width = llvm_ir.Constant(n.type, 2 * lanes)
-            blocks = builder.sdiv(n, width)
-            load_t = llvm_ir.VectorType(et, lanes).as_pointer()
-            with cgutils.for_range(builder, blocks) as loop:
-                first = builder.mul(loop.index, width)
-                for k, (acc_p, err_p) in enumerate(accs):
-                    at = builder.gep(base, [builder.add(first, llvm_ir.Constant(n.type,
-                                                                                k * lanes))])
-                    v = builder.load(builder.bitcast(at, load_t), align=elem.bitwidth // 8)
-                    acc, err = step(builder.load(acc_p), builder.load(err_p), v)
-                    builder.store(acc, acc_p)
-                    builder.store(err, err_p)
-            # the two accumulators, then halves of the lanes (a fixed tree: 4 dependent steps
-            # instead of 16 for float32, which rows of 32 feel)
-            (acc0_p, err0_p), (acc1_p, err1_p) = accs
-            acc, err = step(builder.load(acc0_p), builder.load(err0_p), builder.load(acc1_p))
+        def half(v, k, lanes):
+            """lanes k .. k + lanes - 1 of vector v"""
+            mask = llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), lanes),
+                                    list(range(k, k + lanes)))
+            return builder.shuffle_vector(v, v, mask)
+
+        def step(acc, err, v):
+            """(acc, err) after taking in v (vectors or scalars)."""
+            if summing:
+                v = widen(v)
+                if not compensated:
+                    return builder.fadd(acc, v), err
+                acc, e = _two_sum(builder, acc, v)
+                return acc, builder.fadd(err, e)
+            better = builder.fcmp_ordered(">" if kind == "max" else "<", v, acc)
+            return builder.select(better, v, acc), err
+
+        vzero = llvm_ir.Constant(vec_t, [0.0] * lanes)
+        accs = [(cgutils.alloca_once_value(builder, llvm_ir.Constant(vec_t, [start] * lanes)),
+                 cgutils.alloca_once_value(builder, vzero)) for _ in range(2)]
+        width = llvm_ir.Constant(n.type, 2 * lanes)
+        blocks = builder.sdiv(n, width)
+        with cgutils.for_range(builder, blocks) as loop:
+            first = builder.mul(loop.index, width)
+            for k, (acc_p, err_p) in enumerate(accs):
+                v = term(builder.add(first, llvm_ir.Constant(n.type, k * lanes)), lanes)
+                acc, err = step(builder.load(acc_p), builder.load(err_p), v)
+                builder.store(acc, acc_p)
+                builder.store(err, err_p)
+        # the two accumulators, then halves of the lanes (a fixed tree: 4 dependent steps
+        # instead of 16 for float32, which rows of 32 feel)
+        (acc0_p, err0_p), (acc1_p, err1_p) = accs
+        acc, err = step(builder.load(acc0_p), builder.load(err0_p), builder.load(acc1_p))
+        if compensated:
+            err = builder.fadd(err, builder.load(err1_p))
+        while lanes > 1:
+            lanes //= 2
+            low, high = half(acc, 0, lanes), half(acc, lanes, lanes)
             if compensated:
-                err = builder.fadd(err, builder.load(err1_p))
-            while lanes > 1:
-                lanes //= 2
-                low, high = half(acc, 0, lanes), half(acc, lanes, lanes)
-                if compensated:
-                    acc, e = _two_sum(builder, low, high)
-                    err = builder.fadd(e, builder.fadd(half(err, 0, lanes),
-                                                       half(err, lanes, lanes)))
-                else:
-                    acc, _ = step(low, None, high)
-            zero = llvm_ir.Constant(llvm_ir.IntType(32), 0)
-            total = builder.extract_element(acc, zero)
-            err = builder.extract_element(err, zero) if compensated else \
-                llvm_ir.Constant(acc_t, 0.0)
-            total_p = cgutils.alloca_once_value(builder, total)
-            err_p = cgutils.alloca_once_value(builder, err)
-            one = llvm_ir.Constant(n.type, 1)
-            with cgutils.for_range_slice(builder, builder.mul(blocks, width), n, one) as (j, _):
-                t, e = step(builder.load(total_p), builder.load(err_p),
-                            builder.load(builder.gep(base, [j])))
-                builder.store(t, total_p)
-                builder.store(e, err_p)
-            total = builder.load(total_p)
-            if not compensated:
-                return total
-            # total + err, unless the total is inf or NaN (then err is NaN or meaningless)
-            finite = builder.fcmp_ordered("==", builder.fsub(total, total),
-                                          llvm_ir.Constant(acc_t, 0.0))
-            return builder.select(finite, builder.fadd(total, builder.load(err_p)), total)
-        return result(x, r), codegen
+                acc, e = _two_sum(builder, low, high)
+                err = builder.fadd(e, builder.fadd(half(err, 0, lanes),
+                                                   half(err, lanes, lanes)))
+            else:
+                acc, _ = step(low, None, high)
+        zero = llvm_ir.Constant(llvm_ir.IntType(32), 0)
+        total = builder.extract_element(acc, zero)
+        err = builder.extract_element(err, zero) if compensated else \
+            llvm_ir.Constant(acc_t, 0.0)
+        total_p = cgutils.alloca_once_value(builder, total)
+        err_p = cgutils.alloca_once_value(builder, err)
+        one = llvm_ir.Constant(n.type, 1)
+        with cgutils.for_range_slice(builder, builder.mul(blocks, width), n, one) as (j, _):
+            t, e = step(builder.load(total_p), builder.load(err_p), term(j, 0))
+            builder.store(t, total_p)
+            builder.store(e, err_p)
+        total = builder.load(total_p)
+        if not compensated:
+            return total
+        # total + err, unless the total is inf or NaN (then err is NaN or meaningless)
+        finite = builder.fcmp_ordered("==", builder.fsub(total, total),
+                                      llvm_ir.Constant(acc_t, 0.0))
+        return builder.select(finite, builder.fadd(total, builder.load(err_p)), total)
+
+    if kind == "dot":
+        @intrinsic
+        def reduce(typingctx, x, y, r):
+            if not (isinstance(y, nbtypes.Array) and y.dtype == x.dtype and y.ndim == 2):
+                return None
+            return nbtypes.float64(x, y, r), codegen
+    else:
+        @intrinsic
+        def reduce(typingctx, x, r):
+            return (nbtypes.float64 if summing else x.dtype)(x, r), codegen
     return reduce
 
 
 _vector_row_max = _row_reduction("max")
 _vector_row_min = _row_reduction("min")
 _vector_row_sum = _row_reduction("sum")
+_vector_row_dot = _row_reduction("dot")
 
 
 # --------------------------------------------------------------------------------------------
@@ -643,21 +669,90 @@ def _softmax_rows(x, mask, temperature, out, start, stop, log, neg):
                 out[r, j] = v if _kept(mask, r, j) else 0.0
 
 
+def _row_dot(a, b, mask, r):
+    """Sum over the kept entries of row r of a * b in float64: the vector code for contiguous
+    rows of one dtype without a mask."""
+    raise NotImplementedError("only callable in kernels")
+
+
+@overload(_row_dot, inline="always", jit_options=JIT_OPTIONS)
+def _row_dot_typer(a, b, mask, r):
+    # (decided here at typing time: an overload's implementation is not pruned on ``is None``)
+    if a.dtype != b.dtype or not isinstance(mask, (nbtypes.NoneType, nbtypes.Omitted)):
+        return lambda a, b, mask, r: _row_sum(_term_product, a, b, mask, r, 0.0, 1.0)
+
+    def unmasked(a, b, mask, r):
+        if a.strides[1] == a.itemsize and b.strides[1] == b.itemsize:
+            return _vector_row_dot(a, b, r)
+        return _row_sum(_term_product, a, b, None, r, 0.0, 1.0)
+    return unmasked
+
+
+def _log_softmax_backward_narrow(grad, y, mask, out, r, s, inv_t):
+    """Row r of the log_softmax gradient (g - exp(y) s) / T in float32 arithmetic, for float32
+    data; False (row to be recomputed in float64) where a result is not finite.  Returns False
+    for other dtypes without writing.
+
+    Rounding s, exp(y) s, the difference and the scaling to float32 adds errors of a few
+    eps (|g| + exp(y) |s|) / T: inside the conditioning bound the float64 path already has
+    (its float32 exp(y) is 1 ULP; tests/oracle.py softmax_backward_allowed).  e^y is applied as
+    p 2^k1 2^k2 after s (_math32.exp_factors), so a subnormal e^y is not rounded before the
+    product.  A float32 intermediate can overflow where the float64 result is finite: every
+    non-finite result (also from inf or NaN inputs) sends the row back to the float64 path,
+    which the caller runs only when ``out`` is not ``grad`` or ``y`` (they are read again).
+    Float32 keeps 16 lanes where the float64 path converts to 8: 4000x1024 float32, 1 thread,
+    3.3 -> 1.8 ms (benchmark group log_softmax-backward-rows)."""
+    raise NotImplementedError("only callable in kernels")
+
+
+@overload(_log_softmax_backward_narrow, inline="always", jit_options=JIT_OPTIONS)
+def _log_softmax_backward_narrow_typer(grad, y, mask, out, r, s, inv_t):
+    if not (grad.dtype == y.dtype == out.dtype == nbtypes.float32):
+        return lambda grad, y, mask, out, r, s, inv_t: False
+    exp_factors = FORMULAS32["exp_factors"]
+    unmasked = isinstance(mask, (nbtypes.NoneType, nbtypes.Omitted))  # (no pruning in here)
+
+    def narrow(grad, y, mask, out, r, s, inv_t):
+        s32 = np.float32(s)
+        inv32 = np.float32(inv_t)
+        bad = False
+        for j in range(y.shape[1]):
+            p, s1, s2 = exp_factors(y[r, j])
+            v = (grad[r, j] - p * s32 * s1 * s2) * inv32
+            bad |= not (v - v == np.float32(0.0))
+            out[r, j] = v if unmasked or mask[r, j] != 0 else np.float32(0.0)
+        return not bad
+    return narrow
+
+
 @njit(inline="always", **JIT_OPTIONS)
-def _softmax_backward_row(grad, y, mask, temperature, out, r, log):
-    # softmax:     dx = y * (g - sum(g * y)) / T
-    # log_softmax: dx = (g - exp(y) * sum(g)) / T
+def _softmax_backward_rows(grad, y, mask, temperature, out, start, stop, log):
+    """Gradient of softmax (``log`` False) or log_softmax for rows start .. stop - 1:
+
+    * softmax:     dx = y * (g - sum(g * y)) / T
+    * log_softmax: dx = (g - exp(y) * sum(g)) / T
+
+    in float64 with one rounding to out's dtype (float32 log_softmax: float32 arithmetic
+    first, _log_softmax_backward_narrow).  The division by T is a multiplication by 1 / T (one
+    more float64 rounding, far inside the 8 ULP bound; exact for T = 1): with the vector dot
+    product for sum(g * y), the softmax backward on 4000x1024 float32, 1 thread, went 3.96 ->
+    1.56 ms (torch 1.18 ms; benchmark group softmax-backward-rows).  A subnormal T with
+    1 / T = inf divides instead (0 * inf would be NaN); the condition is the same for every
+    element, so LLVM unswitches the loop."""
     n = y.shape[1]
-    if log:
-        s = _row_total(grad, mask, r)
-    else:
-        s = _row_sum(_term_product, grad, y, mask, r, 0.0, temperature)
-    for j in range(n):
-        g = np.float64(grad[r, j])
-        yj = np.float64(y[r, j])
-        v = (g - _exp_native(y[r, j]) * s) / temperature if log \
-            else yj * (g - s) / temperature
-        out[r, j] = v if _kept(mask, r, j) else 0.0
+    inv_t = 1.0 / temperature
+    divide = not math.isfinite(inv_t)
+    narrow = log and not divide and out.ctypes.data != grad.ctypes.data \
+        and out.ctypes.data != y.ctypes.data
+    for r in range(start, stop):
+        s = _row_total(grad, mask, r) if log else _row_dot(grad, y, mask, r)
+        if narrow and _log_softmax_backward_narrow(grad, y, mask, out, r, s, inv_t):
+            continue
+        for j in range(n):
+            g = np.float64(grad[r, j])
+            d = g - _exp_native(y[r, j]) * s if log else np.float64(y[r, j]) * (g - s)
+            v = d / temperature if divide else d * inv_t
+            out[r, j] = v if _kept(mask, r, j) else 0.0
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -796,7 +891,6 @@ def _elementwise_specs(op: _registry.OpSpec):
 def _row_specs():
     """(kernel name, arguments, row count, body over rows start .. stop - 1) of the softmax
     family's row kernels."""
-    backward = "for i in range(start, stop):\n        _softmax_backward_row"
     return [
         ("softmax_forward", "x, mask, temperature, out", "x.shape[0]",
          "_softmax_rows(x, mask, temperature, out, start, stop, False, False)"),
@@ -809,11 +903,11 @@ def _row_specs():
         ("logsumexp_forward", "x, mask, temperature, out", "x.shape[0]",
          "_logsumexp_rows(x, mask, temperature, out, start, stop)"),
         ("softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
-         f"{backward}(grad, y, mask, temperature, out, i, False)"),
+         "_softmax_backward_rows(grad, y, mask, temperature, out, start, stop, False)"),
         ("log_softmax_backward", "grad, y, mask, temperature, out", "y.shape[0]",
-         f"{backward}(grad, y, mask, temperature, out, i, True)"),
+         "_softmax_backward_rows(grad, y, mask, temperature, out, start, stop, True)"),
         ("softmin_backward", "grad, y, mask, temperature, out", "y.shape[0]",
-         f"{backward}(grad, y, mask, -temperature, out, i, False)"),
+         "_softmax_backward_rows(grad, y, mask, -temperature, out, start, stop, False)"),
     ]
 
 

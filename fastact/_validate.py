@@ -24,6 +24,9 @@ F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 _SUPPORTED = (F16, F32, F64)
 #: every accepted dtype (either byte order) -> its native twin; one dict lookup per call
 _NATIVE = {d.newbyteorder(order): d for d in _SUPPORTED for order in "<>="}
+#: native dtype -> its name, for the dispatch table: ``dtype.name`` is a Python property of
+#: NumPy's that costs ~1.8 us, an eighth of a call's overhead on 1,000 elements
+DTYPE_NAMES = {d: d.name for d in _SUPPORTED}
 
 
 def _hint(fname: str, argname: str, what: str) -> TypeError:

@@ -26,14 +26,14 @@ def _call_kernel(module, kernel_name: str, *args) -> None:
 
 
 def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, backend):
-    if _dask.any_dask(*arrays.values()):
-        return _dask.elementwise(_public(name, form), (),
-                                 {**arrays, **param_values, "out": out, "backend": backend})
     spec = OPS_BY_NAME[name]
     # (y= given to an op whose derivative is not a function of y: rejected below)
     fname = _FNAMES.get((name, form)) or _PREFIX + spec.public_name("backward")
-    for v in arrays.values():
-        if type(v) is not np.ndarray and _device.is_device_array(v):
+    if not all(type(v) is np.ndarray for v in arrays.values()):
+        if _dask.any_dask(*arrays.values()):
+            return _dask.elementwise(_public(name, form), (),
+                                     {**arrays, **param_values, "out": out, "backend": backend})
+        if _device.any_device(arrays.values()):
             return _device.elementwise(spec, form, fname, _KERNELS.get((name, form)), arrays,
                                        param_values, out, backend)
     named = [_validate.as_array(fname, k, v) for k, v in arrays.items()]
@@ -42,7 +42,7 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
     rdtype = _validate.result_dtype(*named)
     cdtype = _validate.compute_dtype(rdtype)
     params = _validate.params(fname, spec, param_values) if spec.params else ()
-    if params and form in ("forward", "derivative"):
+    if params:
         _remember_params(spec, param_values, params)
     if form == "and_derivative":
         outs = _validate.check_out_pair(fname, out, shape, rdtype)
@@ -54,7 +54,7 @@ def _elementwise(name: str, form: str, arrays: dict, param_values: dict, out, ba
     if form == "backward_from_y" and not spec.y_backward(dict(zip(spec.param_names, params))):
         raise ValueError(f"{fname}: y= needs {spec.y_backward_rule}; pass x= instead")
     key = fname[len(_PREFIX):]
-    module = _dispatch.resolve(backend, key=key, dtype=cdtype.name, size=math.prod(shape))[1]
+    module = _dispatch.resolve(backend, key=key, dtype=_validate.DTYPE_NAMES[cdtype], size=math.prod(shape))[1]
     _fast_fill(_KERNELS[name, form], key, backend, module)
     flats = [_validate.flat(a, cdtype) for a in named]
     buffers = [_validate.kernel_buffer(o, shape, cdtype, flats) for o in outs]
@@ -131,7 +131,7 @@ def _prelu(form: str, arrays: dict, weight, out, backend):
         gw_out = _validate.check_out(fname, "out[1]", out[1], wshape, gw_dtype)
     else:
         outs = (_validate.check_out(fname, "out", out, shape, rdtype),)
-    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=_validate.DTYPE_NAMES[cdtype],
                                   size=math.prod(shape))
     flats = [_validate.flat(a, cdtype) for a in named.values()]
     buffers = [_validate.kernel_buffer(o, shape, cdtype, flats + [w]) for o in outs]
@@ -193,8 +193,11 @@ def _rowwise(name: str, form: str, arrays: dict, axis, where, temperature, out, 
     rows = math.prod(shape) // width if width else math.prod(s for i, s in enumerate(shape)
                                                            if i != ax)
     mask = _row_mask(fname, where, shape, ax, rows, width)
-    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+    key = fname[len(_PREFIX):]
+    _, module = _dispatch.resolve(backend, key=key, dtype=_validate.DTYPE_NAMES[cdtype],
                                   size=rows * width)
+    if where is None and not reduce:
+        _fast_fill(f"{name}_{form}", key, backend, module)
 
     def to_rows(a, dtype):
         moved = np.moveaxis(a, ax, -1) if ndim else a
@@ -371,42 +374,59 @@ def _signature_params(spec: _registry.OpSpec, keyword_only: bool) -> tuple[str, 
     return head, (tail + ", " if tail else ""), values
 
 
+def _fast_source(spec: _registry.OpSpec, table: str, args: list, size_of: str, outs: int,
+                 guard: str) -> str:
+    """The small-array fast path of a generated wrapper (see _fast_fill): the kernel's inputs
+    ``args`` (C-contiguous arrays of one native float32/float64 dtype, ``size_of``'s), no
+    out/backend/context override -> the serial Numba kernel, straight away.  An op's parameters
+    must be plain floats (str for a choice) whose validated values are cached (_FAST_PARAMS,
+    filled by the normal path): so bools, NumPy scalars, ints and invalid values take the normal
+    path and get its errors and conversions.  ``guard``: the arrays' own checks."""
+    names = spec.param_names
+    kinds = [("str" if p.choices else "float") for p in spec.params]
+    types_ok = "".join(f" and type({n}) is {k}" for n, k in zip(names, kinds))
+    key = "(" + "".join(f"{n}, " for n in names) + ")"
+    ind = " " * 12
+    body = ""
+    if names:
+        body += f"{ind}p = _FAST_PARAMS[{spec.name!r}].get({key})\n{ind}if p is not None:\n"
+        ind += "    "
+    results = [f"_r{k}" for k in range(outs)]
+    body += "".join(f"{ind}{r} = _empty({size_of}.shape, {size_of}.dtype)\n" for r in results)
+    flat = ", ".join([f"{a}.reshape(-1)" for a in args] + (["*p"] if names else [])
+                     + [f"{r}.reshape(-1)" for r in results])
+    body += f"{ind}fast[0]({flat})\n{ind}return {', '.join(results)}\n"
+    return (f"    if out is None and backend is None{types_ok}{guard}:\n"
+            f"        fast = _FAST[{table!r}].get({size_of}.dtype)\n"
+            f"        if (fast is not None and {size_of}.size < fast[1]"
+            + "".join(f" and {a}.flags.c_contiguous and {a}.flags.writeable" for a in args)
+            + " and _context_get() is None):\n" + body)
+
+
 def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
     fn = spec.public_name(form)
     if form == "backward":
         _, kw, values = _signature_params(spec, keyword_only=True)
+        # fast path: grad and x (or y, for ops whose y-rule needs no parameters) of one dtype
+        # and shape
+        same = " and _a.dtype is grad.dtype and _a.shape == grad.shape"
+        fast = ("    _a = x if y is None else y\n"
+                + _fast_source(spec, f"{spec.name}_backward", ["grad", "_a"], "_a", 1,
+                               " and y is None and type(grad) is _ndarray"
+                               " and type(_a) is _ndarray" + same))
+        if spec.y_backward is not None and not spec.params:
+            fast += _fast_source(spec, f"{spec.name}_backward_from_y", ["grad", "_a"], "_a", 1,
+                                 " and x is None and type(grad) is _ndarray"
+                                 " and type(_a) is _ndarray" + same)
         return (
-            f"def {fn}(grad, *, x=None, y=None, {kw}out=None, backend=None):\n"
+            f"def {fn}(grad, *, x=None, y=None, {kw}out=None, backend=None):\n{fast}"
             f"    _which, _operand = _backward_input({_PREFIX + fn!r}, x, y)\n"
             f"    _form = 'backward' if _which == 'x' else 'backward_from_y'\n"
             f"    return _elementwise({spec.name!r}, _form, {{'grad': grad, _which: _operand}}, "
             f"{values}, out, backend)\n")
     head, kw, values = _signature_params(spec, keyword_only=False)
-    fast = ""
-    if form in ("forward", "derivative"):
-        # small-array fast path (see _fast_fill): a C-contiguous native float32/float64 array,
-        # no out/backend/context override -> the serial Numba kernel, straight away.  An op's
-        # parameters must be plain floats (str for a choice) whose validated values are cached
-        # (_FAST_PARAMS, filled by the normal path): so bools, NumPy scalars, ints and invalid
-        # values take the normal path and get its errors and conversions.
-        names = spec.param_names
-        kinds = [("str" if p.choices else "float") for p in spec.params]
-        types_ok = "".join(f" and type({n}) is {k}" for n, k in zip(names, kinds))
-        key = "(" + "".join(f"{n}, " for n in names) + ")"
-        fast = (f"    if type(x) is _ndarray and out is None and backend is None{types_ok}:\n"
-                f"        fast = _FAST[{spec.name + '_' + form!r}].get(x.dtype)\n"
-                f"        if (fast is not None and x.size < fast[1] and x.flags.c_contiguous\n"
-                f"                and _context_get() is None):\n")
-        if names:
-            fast += (f"            p = _FAST_PARAMS[{spec.name!r}].get({key})\n"
-                     f"            if p is not None:\n"
-                     f"                y = _empty(x.shape, x.dtype)\n"
-                     f"                fast[0](x.reshape(-1), *p, y.reshape(-1))\n"
-                     f"                return y\n")
-        else:
-            fast += (f"            y = _empty(x.shape, x.dtype)\n"
-                     f"            fast[0](x.reshape(-1), y.reshape(-1))\n"
-                     f"            return y\n")
+    fast = _fast_source(spec, f"{spec.name}_{form}", ["x"], "x",
+                        2 if form == "and_derivative" else 1, " and type(x) is _ndarray")
     return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n{fast}"
             f"    return _elementwise({spec.name!r}, {form!r}, {{'x': x}}, {values}, out, "
             f"backend)\n")
@@ -416,7 +436,10 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
 #: the first call that takes the normal path with automatic dispatch (so the choice is the
 #: dispatcher's), emptied when the dispatch table changes.
 _FAST: dict = {f"{op.name}_{form}": {} for op in _registry.elementwise_ops()
-               for form in ("forward", "derivative")}
+               for form in ("forward", "derivative", "and_derivative", "backward")
+               + (("backward_from_y",) if op.y_backward is not None else ())}
+_FAST.update({f"{name}_{form}": {} for name in ("softmax", "log_softmax", "softmin")
+              for form in ("forward", "backward")})
 #: op -> {parameter values as passed (plain float / str): validated kernel parameters}: the
 #: parametrised ops' fast path only takes values the normal path has already accepted.
 _FAST_PARAMS: dict = {op.name: {} for op in _registry.elementwise_ops() if op.params}
@@ -429,12 +452,12 @@ def _remember_params(spec: _registry.OpSpec, raw: dict, params: tuple) -> None:
     """Cache validated parameters for the fast path, keyed by the values as passed, when every
     one is a plain float (str for a choice parameter): the only types the fast path accepts, so
     a cached key never stands for an int or bool that validation would treat differently."""
-    values = tuple(raw[n] for n in spec.param_names)
+    values = tuple(raw.values())  # (the wrappers pass the parameters in registry order)
+    cache = _FAST_PARAMS[spec.name]
     # (no zeros: 0.0 and -0.0 are one dict key, but leaky_relu's slope -0.0 gives other signed
     # zeros than 0.0)
     if all(type(v) is (str if p.choices else float) and v != 0.0
-           for v, p in zip(values, spec.params)):
-        cache = _FAST_PARAMS[spec.name]
+           for v, p in zip(values, spec.params)) and values not in cache:
         if len(cache) >= _FAST_PARAMS_MAX:
             cache.clear()
         cache[values] = params
@@ -519,30 +542,81 @@ def prelu_backward(grad, *, x, weight, out=None, backend=None):
 # softmax family
 # ------------------------------------------------------------------------------------------------
 
+def _row_fast(kernel: str, x, grad, axis, where, temperature, out, backend):
+    """The small-array fast path of the softmax family (see _fast_fill), or None where it does
+    not apply: rows along the last axis of a C-contiguous, writeable native float32/float64
+    ndarray ``x`` (the backward's ``y``; ``grad`` of the same dtype, shape and layout), no mask,
+    a temperature given as a positive finite float, no out/backend/context override.
+    Everything else takes the normal path with its checks and errors.  ``fa.softmax`` on 1,000
+    float32 elements: 14.0 -> 2.1 us (torch.softmax 2.5 us; the benchmark group
+    softmax-forward-float32-1000)."""
+    if (type(x) is not _ndarray or where is not None or out is not None or backend is not None
+            or type(axis) is not int or type(temperature) is not float):
+        return None
+    fast = _FAST[kernel].get(x.dtype)
+    if (fast is None or not x.ndim or axis not in (-1, x.ndim - 1) or not 0 < x.size < fast[1]
+            or not 0.0 < temperature < math.inf or _context_get() is not None):
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.writeable):
+        return None
+    width = x.shape[-1]
+    out = _empty(x.shape, x.dtype)
+    if grad is None:
+        fast[0](x.reshape(-1, width), None, temperature, out.reshape(-1, width))
+        return out
+    if type(grad) is not _ndarray or grad.dtype is not x.dtype or grad.shape != x.shape:
+        return None
+    flags = grad.flags
+    if not (flags.c_contiguous and flags.writeable):
+        return None
+    fast[0](grad.reshape(-1, width), x.reshape(-1, width), None, temperature,
+            out.reshape(-1, width))
+    return out
+
+
 def softmax(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    result = _row_fast("softmax_forward", x, None, axis, where, temperature, out, backend)
+    if result is not None:
+        return result
     return _rowwise("softmax", "forward", {"x": x}, axis, where, temperature, out, backend)
 
 
 def log_softmax(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    result = _row_fast("log_softmax_forward", x, None, axis, where, temperature, out, backend)
+    if result is not None:
+        return result
     return _rowwise("log_softmax", "forward", {"x": x}, axis, where, temperature, out, backend)
 
 
 def softmax_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    result = _row_fast("softmax_backward", y, grad, axis, where, temperature, out, backend)
+    if result is not None:
+        return result
     return _rowwise("softmax", "backward", {"grad": grad, "y": y}, axis, where, temperature,
                     out, backend)
 
 
 def log_softmax_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=None,
                          backend=None):
+    result = _row_fast("log_softmax_backward", y, grad, axis, where, temperature, out, backend)
+    if result is not None:
+        return result
     return _rowwise("log_softmax", "backward", {"grad": grad, "y": y}, axis, where,
                     temperature, out, backend)
 
 
 def softmin(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    result = _row_fast("softmin_forward", x, None, axis, where, temperature, out, backend)
+    if result is not None:
+        return result
     return _rowwise("softmin", "forward", {"x": x}, axis, where, temperature, out, backend)
 
 
 def softmin_backward(grad, *, y, axis=-1, where=None, temperature=1.0, out=None, backend=None):
+    result = _row_fast("softmin_backward", y, grad, axis, where, temperature, out, backend)
+    if result is not None:
+        return result
     return _rowwise("softmin", "backward", {"grad": grad, "y": y}, axis, where, temperature,
                     out, backend)
 
@@ -585,7 +659,7 @@ def _gated(name: str, form: str, arrays: dict, param_values: dict, axis, out, ba
         outs = (_validate.check_out(fname, "out", out, in_shape, rdtype),)
     else:
         outs = _validate.check_out_pair(fname, out, in_shape, rdtype)
-    module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+    module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=_validate.DTYPE_NAMES[cdtype],
                                size=rows * width)[1]
     flats = {k: _validate.flat(a, cdtype) for k, a in named.items()}
     shape = out_shape if form == "forward" else in_shape
@@ -847,7 +921,7 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
         t = np.ascontiguousarray(t)
         keep = t != ignore_index
         count = float(np.sum(w[t[keep]])) if rows else 0.0
-    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name,
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=_validate.DTYPE_NAMES[cdtype],
                                   size=x.size)
     last = ax == x.ndim - 1
 
@@ -977,7 +1051,7 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
             raise _input_range_error(fname, spec, float(xf[k]), k, shape)
     count = float(n) if reduction != "batchmean" else float(shape[0] if shape else 1)
     scale = (1.0 / count if count else math.nan) if reduction in ("mean", "batchmean") else 1.0
-    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=cdtype.name, size=n)
+    _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=_validate.DTYPE_NAMES[cdtype], size=n)
     nb = (n + _LOSS_BLOCK - 1) // _LOSS_BLOCK
     partial = np.zeros(nb, np.float64)
     none = reduction == "none"

@@ -475,34 +475,128 @@ def test_warmup():
 FAST_OPS = list(_registry.elementwise_ops())
 
 
-@pytest.mark.parametrize("spec", FAST_OPS, ids=lambda s: s.name)
-@pytest.mark.parametrize("form", ["forward", "derivative"])
-def test_fast_path_equals_the_normal_path(spec, form):
+def _fast_path_forms():
+    """(op, form, kernel) of every wrapper with a fast path: the forward, derivative and fused
+    forms, the backward from x, and from y for ops whose y-rule takes no parameters."""
+    cases = []
+    for spec in FAST_OPS:
+        for form in ("forward", "derivative", "and_derivative", "backward"):
+            cases.append((spec, form, f"{spec.name}_{form}"))
+        if spec.y_backward is not None and not spec.params:
+            cases.append((spec, "backward", f"{spec.name}_backward_from_y"))
+    return cases
+
+
+@pytest.mark.parametrize("spec, form, kernel", _fast_path_forms(), ids=lambda c: getattr(
+    c, "name", c) if not isinstance(c, str) or "_" in c else c)
+def test_fast_path_equals_the_normal_path(spec, form, kernel, dispatch_table):
     from fastact import api
 
     if "numba" not in fa.backends():
         pytest.skip("the fast path is the Numba backend's")
+    # a table without entries: Numba for every size, so that the fast path is enabled (the
+    # shipped table may give Cython the small sizes of a function: then there is none)
+    dispatch_table(_table({}))
     fn = getattr(fa, spec.public_name(form))
+    from_y = kernel.endswith("_from_y")
     x = np.linspace(-6, 6, 257).astype(np.float32)
+    grad = np.cos(np.arange(257)).astype(np.float32)
     # the registry's defaults, or example values where a parameter has none (threshold)
     params = {p.name: p.default if p.default is not None else 0.5 + i
               for i, p in enumerate(spec.params)}
-    fn(x, **params)  # the first call takes the normal path and fills the table
+
+    def call(a, g, **kw):
+        if form != "backward":
+            return fn(a, **params, **kw)
+        return fn(g, **{"y" if from_y else "x": a}, **params, **kw)
+
+    operand = fa.sigmoid(x) if from_y else x  # (a y inside every op's range: (0, 1))
+    call(operand, grad)  # the first call takes the normal path and fills the table
     if _config.BACKEND is None:
-        assert api._FAST[f"{spec.name}_{form}"], "fast path not enabled by an automatic call"
+        assert api._FAST[kernel], "fast path not enabled by an automatic call"
     else:  # FASTACT_BACKEND overrides automatic dispatch: no shortcut to Numba
-        assert not api._FAST[f"{spec.name}_{form}"]
+        assert not api._FAST[kernel]
     if spec.params and _config.BACKEND is None:
         # the values were validated by that call and are cached for the fast path (so the
         # registry's defaults must be plain nonzero floats, or strings)
         assert tuple(params.values()) in api._FAST_PARAMS[spec.name], (
             f"{spec.name}: parameters {params} not cached for the fast path")
-    for a in (x, x.astype(np.float64), x[:0], x[:1].reshape(()), x.reshape(257, 1)):
-        got = fn(a, **params)
-        want = fn(a, **params, backend=_config.BACKEND or "numba")  # the normal path
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_array_equal(got, want)
-        assert got is not a
+    for a, g in ((operand, grad), (operand.astype(np.float64), grad.astype(np.float64)),
+                 (operand[:0], grad[:0]), (operand[:1].reshape(()), grad[:1].reshape(())),
+                 (operand.reshape(257, 1), grad.reshape(257, 1))):
+        got = call(a, g)
+        want = call(a, g, backend=_config.BACKEND or "numba")  # the normal path
+        for got_k, want_k in zip(*(r if form == "and_derivative" else (r,)
+                                   for r in (got, want))):
+            assert got_k.dtype == want_k.dtype and got_k.shape == want_k.shape
+            np.testing.assert_array_equal(got_k, want_k)
+            assert got_k is not a and got_k is not g
+    if form == "backward":
+        # mixed dtypes, shapes or layouts take the normal path: its promotion and errors
+        mixed = call(operand, grad.astype(np.float64))
+        assert mixed.dtype == np.float64
+        np.testing.assert_allclose(mixed, call(operand.astype(np.float64),
+                                               grad.astype(np.float64)), rtol=1e-6)
+        with pytest.raises(ValueError, match="shape"):
+            call(operand, grad[:-1])
+        np.testing.assert_array_equal(call(operand[::-1], grad[::-1]),
+                                      call(operand, grad)[::-1])
+        with pytest.raises(TypeError, match="exactly one"):
+            fn(grad, x=x, y=x, **params)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+@pytest.mark.parametrize("form", ["forward", "backward"])
+def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table):
+    """The softmax family's fast path (rows along the last axis, no mask, out or backend)
+    gives what the normal path gives, for every shape it takes and leaves the rest to it."""
+    from fastact import api
+
+    if "numba" not in fa.backends():
+        pytest.skip("the fast path is the Numba backend's")
+    dispatch_table(_table({}))  # Numba at every size: the fast path is enabled
+    fn = getattr(fa, name if form == "forward" else f"{name}_backward")
+    kernel = f"{name}_{form}"
+    x = np.sin(np.arange(120.0)).astype(np.float32).reshape(3, 40) * 4
+    grad = np.cos(np.arange(120.0)).astype(np.float32).reshape(3, 40)
+
+    def call(a, g, **kw):
+        if form == "forward":
+            return fn(a, **kw)
+        return fn(g, y=getattr(fa, name)(a), **kw)
+
+    call(x, grad)  # fills the table
+    if _config.BACKEND is not None:
+        assert not api._FAST[kernel]
+        return
+    assert api._FAST[kernel], "fast path not enabled by an automatic call"
+    for a, g in ((x, grad), (x.astype(np.float64), grad.astype(np.float64)),
+                 (x.reshape(-1), grad.reshape(-1)), (x.reshape(3, 2, 20), grad.reshape(3, 2, 20)),
+                 (x[:, :1], grad[:, :1]), (x[:0], grad[:0]), (x[0, 0], grad[0, 0])):
+        a, g = np.ascontiguousarray(a), np.ascontiguousarray(g)
+        for t in (1.0, 0.5, 2):
+            got = call(a, g, temperature=t)
+            want = call(a, g, temperature=t, backend="numba")
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+            assert got is not a and got is not g
+    # what the fast path leaves to the normal path still works and still raises
+    np.testing.assert_array_equal(call(x, grad, axis=-1, where=x > 0),
+                                  call(x, grad, where=x > 0, backend="numba"))
+    np.testing.assert_array_equal(call(x, grad, axis=0), call(x, grad, axis=0, backend="numba"))
+    np.testing.assert_array_equal(call(x, grad, axis=1), call(x, grad, backend="numba"))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            call(x, grad, temperature=bad)
+    if form == "backward":
+        y = getattr(fa, name)(x)
+        with pytest.raises(ValueError, match="shape"):
+            fn(grad[:, :-1], y=y)
+        mixed = fn(grad.astype(np.float64), y=y)  # promotion: the normal path's
+        assert mixed.dtype == np.float64
+        frozen = y.copy()
+        frozen.setflags(write=False)  # read-only: the normal path (no read-only compile)
+        np.testing.assert_array_equal(fn(grad, y=frozen), fn(grad, y=y, backend="numba"))
 
 
 def test_fast_path_with_parameters_takes_only_validated_plain_values(monkeypatch):

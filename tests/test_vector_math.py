@@ -1,5 +1,5 @@
 """The branch-free math helpers of ``fastact/_math.py`` (exp_poly, expm1_poly, log1p_poly_unit,
-erfc_poly)
+log_poly, log1p_poly, erfc_poly)
 over their whole ranges, as the Numba backend compiles them, against ``np.longdouble``
 (x86's 80-bit extended precision: 11 more bits than float64, checked in test_accuracy).
 
@@ -43,6 +43,8 @@ HELPERS = {
     "exp_poly": (np.exp, (-np.inf, np.inf), 1.5),
     "expm1_poly": (np.expm1, (-np.inf, np.inf), 2.0),
     "log1p_poly_unit": (np.log1p, (0.0, 1.0), 1.6),
+    "log_poly": (np.log, (0.0, np.inf), 1.6),
+    "log1p_poly": (np.log1p, (-1.0, np.inf), 2.0),
     "erfc_poly": (_erfc_reference, (-np.inf, np.inf), 6.0),
 }
 
@@ -126,6 +128,14 @@ SPECIALS = {
                    (-40.0, -1.0)],
     "log1p_poly_unit": [(0.0, 0.0), (5e-324, 5e-324), (1e-300, 1e-300), (1.0, np.log(2.0)),
                         (np.nan, np.nan)],
+    "log_poly": [(0.0, -np.inf), (-0.0, -np.inf), (-1.0, np.nan), (-np.inf, np.nan),
+                 (np.inf, np.inf), (np.nan, np.nan), (1.0, 0.0), (2.0, np.log(2.0)),
+                 (5e-324, np.log(5e-324)), (2.2250738585072014e-308, np.log(2.2250738585072014e-308)),
+                 (1.7976931348623157e308, np.log(1.7976931348623157e308))],
+    "log1p_poly": [(0.0, 0.0), (-0.0, -0.0), (5e-324, 5e-324), (-5e-324, -5e-324),
+                   (1e-20, 1e-20), (-1.0, -np.inf), (-1.5, np.nan), (-np.inf, np.nan),
+                   (np.inf, np.inf), (np.nan, np.nan), (1.0, np.log(2.0)),
+                   (1.7976931348623157e308, np.log(1.7976931348623157e308))],
     "erfc_poly": [(np.nan, np.nan), (np.inf, 0.0), (-np.inf, 2.0), (0.0, 1.0), (-0.0, 1.0),
                   (27.3, 0.0), (-6.0, 2.0), (40.0, 0.0)],
 }

@@ -48,8 +48,10 @@ LIBM = frozenset({
 
 #: Functions of ``_math.py`` whose Python body is only a reference meaning: the template
 #: defines their Cython version (``f_pow2``: 2**k from exponent bits; ``f_fma``: C's fma;
-#: ``f_mul_add``: C's fma where the compiler targets FMA, else a * b + c) and they are not copied.
-TEMPLATE_PROVIDED = frozenset({"pow2", "fma", "mul_add"})
+#: ``f_mul_add``: C's fma where the compiler targets FMA, else a * b + c; ``f_exponent`` and
+#: ``f_significand``: a positive normal double's exponent and mantissa bits) and they are not
+#: copied.
+TEMPLATE_PROVIDED = frozenset({"pow2", "fma", "mul_add", "exponent", "significand"})
 
 #: Always cimported by the template (its hand-written kernels use them).
 BASE_CIMPORTS = {"exp": "exp", "expm1": "expm1", "fabs": "fabs", "log": "log",

@@ -228,6 +228,19 @@ def _pow2_bits(k):
     return _bits_double((_double_bits(k + 4503599627371519.0) - 0x4330000000000000) << 52)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _exponent_bits(x):
+    # the primitive _math.exponent: the biased exponent field (x > 0: no sign bit) placed in
+    # the low mantissa bits of 2^52, minus 2^52 + 1023 (no integer-to-float conversion)
+    return _bits_double((_double_bits(x) >> 52) | 0x4330000000000000) - 4503599627371519.0
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _significand_bits(x):
+    # the primitive _math.significand: x's mantissa bits under the exponent of 1.0
+    return _bits_double((_double_bits(x) & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+
+
 @intrinsic
 def _fma_intrinsic(typingctx, a, b, c):
     """LLVM's ``llvm.fma.f64``: one instruction where the CPU has FMA, else libm's fma."""
@@ -261,6 +274,8 @@ _mul_add_intrinsic = _fmuladd(nbtypes.float64)
 
 FORMULAS = _bind_formulas(_math, njit(inline="always", **JIT_OPTIONS),
                           primitives={"pow2": _pow2_bits, "fma": _fma,
+                                      "exponent": _exponent_bits,
+                                      "significand": _significand_bits,
                                       # the intrinsic itself, not an inline='always' wrapper:
                                       # Numba's IR inliner would run once per Horner step
                                       # (91 of them) and double the cold compile time
@@ -788,6 +803,10 @@ def _logsumexp_rows(x, mask, temperature, out, start, stop):
 PRELU_BLOCK = 1 << 14
 
 
+# The block loops (prelu's, the gated units') index with unsigned integers: over
+# range(start, stop) with signed indices, Numba's negative-index wraparound stayed in the loop
+# (LLVM could not prove start >= 0) and made it a gather/scatter loop.  prelu float32
+# (16, 64, 32, 32): forward 0.59 -> 0.09 ms (numba, 2 threads; benchmark group prelu-forward).
 @njit(inline="always", **JIT_OPTIONS)
 def _prelu_block(b, inner, nblk, weight):
     row = b // nblk
@@ -803,19 +822,22 @@ def _define_prelu_bodies():
     @njit(inline="always", **JIT_OPTIONS)
     def forward(x, weight, inner, nblk, out, b):
         start, stop, w = _prelu_block(b, inner, nblk, weight)
-        for i in range(start, stop):
+        for k in range(stop - start):
+            i = np.uint64(start + k)  # (unsigned: see _prelu_block)
             out[i] = leaky(x[i], w)
 
     @njit(inline="always", **JIT_OPTIONS)
     def derivative(x, weight, inner, nblk, out, b):
         start, stop, w = _prelu_block(b, inner, nblk, weight)
-        for i in range(start, stop):
+        for k in range(stop - start):
+            i = np.uint64(start + k)  # (unsigned: see _prelu_block)
             out[i] = leaky_d(x[i], w)
 
     @njit(inline="always", **JIT_OPTIONS)
     def and_derivative(x, weight, inner, nblk, out, dout, b):
         start, stop, w = _prelu_block(b, inner, nblk, weight)
-        for i in range(start, stop):
+        for k in range(stop - start):
+            i = np.uint64(start + k)  # (unsigned: see _prelu_block)
             v = x[i]
             out[i] = leaky(v, w)
             dout[i] = leaky_d(v, w)
@@ -824,14 +846,14 @@ def _define_prelu_bodies():
     def backward(grad, x, weight, inner, nblk, out, partial, b):
         # grad_x = grad * prelu'(x); d prelu / d weight = x where x <= 0 (0 for x > 0, NaN kept)
         start, stop, w = _prelu_block(b, inner, nblk, weight)
-        acc = 0.0
-        for i in range(start, stop):
+        terms = np.empty(stop - start, np.float64)  # summed by _sum8: a vector reduction
+        for k in range(stop - start):
+            i = np.uint64(start + k)  # (unsigned: see _prelu_block)
             v = x[i]
             g = grad[i]
             out[i] = g * leaky_d(v, w)
-            if not v > 0.0:
-                acc += np.float64(g) * np.float64(v)
-        partial[b] = acc
+            terms[k] = 0.0 if v > 0.0 else np.float64(g) * np.float64(v)
+        partial[b] = _sum8(terms, stop - start)
 
     return forward, derivative, and_derivative, backward
 
@@ -980,18 +1002,19 @@ GATED_BLOCK = 4096
 _GATED_TEMPLATE = """
 def {name}_forward__{variant}(gate, value, rows, width, stride, {p}out):
 {head}
-            out[o0 + j] = {value_call} * np.float64(value[i0 + j])
+            out[oj] = {value_call} * np.float64(value[ij])
 
 
 def {name}_backward__{variant}(grad, gate, value, rows, width, stride, {p}grad_gate, grad_value):
 {head}
-            g = np.float64(grad[o0 + j])
-            v = np.float64(value[i0 + j])
+            g = np.float64(grad[oj])
+            v = np.float64(value[ij])
             a, d = {fused}
-            grad_gate[i0 + j] = g * v * d
-            grad_value[i0 + j] = g * a
+            grad_gate[ij] = g * v * d
+            grad_value[ij] = g * a
 """
-# both kernels: blocks of one row, element j of row r at i0 + j (operands), o0 + j (grad, out)
+# both kernels: blocks of one row, element j of row r at ij = i0 + j (operands), oj = o0 + j
+# (grad, out), unsigned (see _prelu_block)
 _GATED_LOOP = """    nb = (width + GATED_BLOCK - 1) // GATED_BLOCK
     for b in {loop}(rows * nb):
         r = b // nb
@@ -999,7 +1022,9 @@ _GATED_LOOP = """    nb = (width + GATED_BLOCK - 1) // GATED_BLOCK
         j1 = min(j0 + GATED_BLOCK, width)
         i0 = r * stride
         o0 = r * width
-        for j in range(j0, j1):"""
+        for k in range(j1 - j0):
+            ij = np.uint64(i0 + j0 + k)
+            oj = np.uint64(o0 + j0 + k)"""
 
 
 def _gated_wide_call(formula: str, x: str, pa: str) -> str:
@@ -1023,7 +1048,7 @@ def _gated_source(op: _registry.OpSpec, variant: str, loop: str) -> str:
     gate = op.extra["gate"]
     pa = "".join(f", {n}" for n in op.param_names)
 
-    xi = "gate[i0 + j]"
+    xi = "gate[ij]"
     fused = _gated_wide_call(f"{gate}_and_derivative", xi, pa)
     return _GATED_TEMPLATE.format(name=op.name, variant=variant,
                                   value_call=_gated_wide_call(gate, xi, pa),
@@ -1464,12 +1489,16 @@ def _scale_stored(gr, mrec, m, c, ce, weight, n):
     while j < n:
         e = min(j + LOSS_ROW_BLOCK, n)
         f = c * _exp(mrec[b] - m)
+        # (unsigned indices: a signed k from j kept Numba's negative-index wraparound, which
+        # made a gather/scatter loop; see _prelu_block)
         if ce != 0.0:
-            for k in range(j, e):
-                gr[k] = f * np.float64(gr[k]) - ce * weight[k]
+            for k in range(e - j):
+                i = np.uint64(j + k)
+                gr[i] = f * np.float64(gr[i]) - ce * weight[i]
         else:
-            for k in range(j, e):
-                gr[k] = f * np.float64(gr[k])
+            for k in range(e - j):
+                i = np.uint64(j + k)
+                gr[i] = f * np.float64(gr[i])
         j = e
         b += 1
 
@@ -1624,62 +1653,83 @@ def _nll_row(x, target, weight, ignore_index, gs, want_grad, grad, r):
     return loss
 
 
+# cross_entropy rows go in chunks of about ROW_TASK_ELEMENTS elements, each with one scratch
+# block and one block-max record: allocated per row, the two arrays cost more than the row itself
+# on short rows (cross_entropy_and_grad float32 128000x32, numba, 2 threads: 13.2 -> 10.9 ms).
 _LOSS_ROW_TEMPLATE = """
 def cross_entropy_forward__{variant}(x, target, weight, ignore_index, smoothing, loss):
     wsum = _sum8(weight, weight.size)
-    for r in {loop}(x.shape[0]):
+    per = max(1, ROW_TASK_ELEMENTS // max(1, x.shape[1]))
+    for t in {loop}((x.shape[0] + per - 1) // per):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        loss[r] = _ce_row_loss(x, target, weight, wsum, ignore_index, smoothing, np.int64(r),
-                               scratch, mrec)
+        start = np.int64(t) * per
+        for r in range(start, min(start + per, x.shape[0])):
+            loss[r] = _ce_row_loss(x, target, weight, wsum, ignore_index, smoothing, np.int64(r),
+                                   scratch, mrec)
 
 
 def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing, g, loss, grad):
     wsum = _sum8(weight, weight.size)
     per_row = g.size > 1
-    for r in {loop}(x.shape[0]):
+    per = max(1, ROW_TASK_ELEMENTS // max(1, x.shape[1]))
+    for t in {loop}((x.shape[0] + per - 1) // per):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        gs = g[r] if per_row else g[0]
-        loss[r] = _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad,
-                               np.int64(r), scratch, mrec)
+        start = np.int64(t) * per
+        for r in range(start, min(start + per, x.shape[0])):
+            gs = g[r] if per_row else g[0]
+            loss[r] = _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad,
+                                   np.int64(r), scratch, mrec)
 
 
 def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoothing, grad):
     wsum = _sum8(weight, weight.size)
     per_row = gl.size > 1
-    for r in {loop}(x.shape[0]):
+    per = max(1, ROW_TASK_ELEMENTS // max(1, x.shape[1]))
+    for t in {loop}((x.shape[0] + per - 1) // per):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        gs = gl[r] if per_row else gl[0]
-        _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad, np.int64(r),
-                     scratch, mrec)
+        start = np.int64(t) * per
+        for r in range(start, min(start + per, x.shape[0])):
+            gs = gl[r] if per_row else gl[0]
+            _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad, np.int64(r),
+                         scratch, mrec)
 
 
 def cross_entropy_prob_forward__{variant}(x, q, weight, smoothing, loss):
-    for r in {loop}(x.shape[0]):
+    per = max(1, ROW_TASK_ELEMENTS // max(1, x.shape[1]))
+    for t in {loop}((x.shape[0] + per - 1) // per):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        loss[r] = _ce_prob_row_loss(x, q, weight, smoothing, np.int64(r), scratch, mrec)
+        start = np.int64(t) * per
+        for r in range(start, min(start + per, x.shape[0])):
+            loss[r] = _ce_prob_row_loss(x, q, weight, smoothing, np.int64(r), scratch, mrec)
 
 
 def cross_entropy_prob_and_grad__{variant}(x, q, weight, smoothing, g, loss, grad):
     per_row = g.size > 1
-    for r in {loop}(x.shape[0]):
+    per = max(1, ROW_TASK_ELEMENTS // max(1, x.shape[1]))
+    for t in {loop}((x.shape[0] + per - 1) // per):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        gs = g[r] if per_row else g[0]
-        loss[r] = _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, np.int64(r), scratch,
-                                    mrec)
+        start = np.int64(t) * per
+        for r in range(start, min(start + per, x.shape[0])):
+            gs = g[r] if per_row else g[0]
+            loss[r] = _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, np.int64(r), scratch,
+                                        mrec)
 
 
 def cross_entropy_prob_backward__{variant}(gl, x, q, weight, smoothing, grad):
     per_row = gl.size > 1
-    for r in {loop}(x.shape[0]):
+    per = max(1, ROW_TASK_ELEMENTS // max(1, x.shape[1]))
+    for t in {loop}((x.shape[0] + per - 1) // per):
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
-        gs = gl[r] if per_row else gl[0]
-        _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, np.int64(r), scratch, mrec)
+        start = np.int64(t) * per
+        for r in range(start, min(start + per, x.shape[0])):
+            gs = gl[r] if per_row else gl[0]
+            _ce_prob_row_grad(x, q, weight, smoothing, gs, grad, np.int64(r), scratch, mrec)
 
 
 def nll_loss_forward__{variant}(x, target, weight, ignore_index, loss):
@@ -1708,58 +1758,68 @@ def nll_loss_backward__{variant}(gl, x, target, weight, ignore_index, grad):
 # 1 (`w[i] if wn else w[0]` is a conditional load, which kept the loop scalar).  Benchmark
 # group losses, float32 1e7, numba, 2 threads: binary_cross_entropy_with_logits 240 -> 58 ms,
 # huber_loss_and_grad 50 -> 15 ms.
+# Two things kept these loops scalar (and the parallel twin as slow as the serial one):
+# * ``vals[i - start]`` over ``range(start, stop)``: Numba wraps negative indices and LLVM could
+#   not prove i - start >= 0, so each access kept a select.  The blocks count k from 0.
+# * ``w[i * ws]`` with a stride ws of 0 (one weight for all) or 1: inside a prange body ws is an
+#   opaque argument, so the access was a strided gather.  ``w[i] if full else w0`` with a
+#   loop-invariant ``full`` is unswitched by LLVM into two contiguous loops.
+# kl_div forward, float64 1e6: 1 thread 22.5 -> 3.5 ms, 2 threads 11.2 -> 2.3 ms (benchmark
+# group kl_div-forward).
 _LOSS_ELEMENTWISE_TEMPLATE = """
 def {name}_forward__{variant}(x, y, w, pw, p, out, partial):
     n = x.size
-    ws = np.int64(1) if w.size > 1 else np.int64(0)  # stride 0: one weight for all
-    ps = np.int64(1) if pw.size > 1 else np.int64(0)
+    w_full, w0 = w.size > 1, w[0]  # (w, pw: one value for all, or one per element)
+    pw_full, pw0 = pw.size > 1, pw[0]
     keep = out.size > 0
     for b in {loop}(partial.size):
         start = b * LOSS_BLOCK
-        stop = min(start + LOSS_BLOCK, n)
+        m = min(LOSS_BLOCK, n - start)
         vals = np.empty(LOSS_BLOCK, np.float64)
-        for i in range(start, stop):
-            wi = w[i * ws]
+        for k in range(m):
+            i = start + k
+            wi = w[i] if w_full else w0
             v = F_{name}_value(np.float64(x[i]), np.float64(y[i]), {param})
-            vals[i - start] = 0.0 if wi == 0.0 else wi * v
+            vals[k] = 0.0 if wi == 0.0 else wi * v
         if keep:
-            for i in range(start, stop):
-                out[i] = vals[i - start]
-        partial[b] = _sum8(vals, stop - start)
+            for k in range(m):
+                out[start + k] = vals[k]
+        partial[b] = _sum8(vals, m)
 
 
 def {name}_and_grad__{variant}(x, y, w, pw, p, g, out, grad, partial):
     n = x.size
-    ws = np.int64(1) if w.size > 1 else np.int64(0)  # stride 0: one weight for all
-    ps = np.int64(1) if pw.size > 1 else np.int64(0)
+    w_full, w0 = w.size > 1, w[0]
+    pw_full, pw0 = pw.size > 1, pw[0]
     keep = out.size > 0
     gs = g[0]
     for b in {loop}(partial.size):
         start = b * LOSS_BLOCK
-        stop = min(start + LOSS_BLOCK, n)
+        m = min(LOSS_BLOCK, n - start)
         vals = np.empty(LOSS_BLOCK, np.float64)
-        for i in range(start, stop):
-            wi = w[i * ws]
+        for k in range(m):
+            i = start + k
+            wi = w[i] if w_full else w0
             xi = np.float64(x[i])
             yi = np.float64(y[i])
             pi = {param}
             v = F_{name}_value(xi, yi, pi)
-            vals[i - start] = 0.0 if wi == 0.0 else wi * v
+            vals[k] = 0.0 if wi == 0.0 else wi * v
             grad[i] = gs * wi * F_{name}_grad(xi, yi, pi)
         if keep:
-            for i in range(start, stop):
-                out[i] = vals[i - start]
-        partial[b] = _sum8(vals, stop - start)
+            for k in range(m):
+                out[start + k] = vals[k]
+        partial[b] = _sum8(vals, m)
 
 
 def {name}_backward__{variant}(gl, x, y, w, pw, p, grad):
     n = x.size
-    ws = np.int64(1) if w.size > 1 else np.int64(0)
-    ps = np.int64(1) if pw.size > 1 else np.int64(0)
-    gs = np.int64(1) if gl.size > 1 else np.int64(0)
+    w_full, w0 = w.size > 1, w[0]
+    pw_full, pw0 = pw.size > 1, pw[0]
+    gl_full, gl0 = gl.size > 1, gl[0]
     for i in {loop}(n):
-        wi = w[i * ws]
-        gi = gl[i * gs]
+        wi = w[i] if w_full else w0
+        gi = gl[i] if gl_full else gl0
         grad[i] = gi * wi * F_{name}_grad(np.float64(x[i]), np.float64(y[i]), {param})
 """
 
@@ -1774,14 +1834,15 @@ def _build_losses() -> dict:
         for spec in _registry.loss_ops():
             if spec.extra["layout"] != "elementwise":
                 continue
-            param = "pw[i * ps]" if spec.name in _POS_WEIGHT_LOSSES else "p"
+            param = "(pw[i] if pw_full else pw0)" if spec.name in _POS_WEIGHT_LOSSES else "p"
             chunks.append(_LOSS_ELEMENTWISE_TEMPLATE.format(
                 name=spec.name, variant=variant, loop=loop, param=param))
     source = "".join(chunks)
     filename = _LOSSES_FILENAME
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     ns = _namespace()
-    ns.update(LOSS_BLOCK=LOSS_BLOCK, LOSS_ROW_BLOCK=LOSS_ROW_BLOCK, math=math)
+    ns.update(LOSS_BLOCK=LOSS_BLOCK, LOSS_ROW_BLOCK=LOSS_ROW_BLOCK, math=math,
+              ROW_TASK_ELEMENTS=ROW_TASK_ELEMENTS)
     exec(compile(source, filename, "exec"), ns)
     kernels = {}
     for spec in _registry.loss_ops():

@@ -227,6 +227,80 @@ def test_forms_against_oracle(spec, reduction, dtype, backend):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("classes", [1, 5, 16, 33, 1024, 1500])
+def test_cross_entropy_without_smoothing(classes, weighted, dtype, backend):
+    """The common case, class indices without label smoothing (the matrix above smooths), which
+    the Numba kernels run by the softmax rows' passes (numba_cpu._ce_row_direct): rows shorter
+    and longer than a vector and than an online block (512), class weights, an ignored row, a
+    -inf logit, a row spread wide enough for float32 probabilities below the smallest normal,
+    a row with +inf and one with NaN (the other path), in place, and a per-row backward."""
+    rng = np.random.default_rng(classes * 2 + weighted)
+    rows = 7
+    x = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
+    t = rng.integers(0, classes, rows)
+    t[3] = -100
+    x[2] *= 40
+    if classes > 1:
+        x[1, (t[1] + 1) % classes] = -np.inf
+        x[5, (t[5] + 1) % classes] = np.inf
+        x[6, (t[6] + 1) % classes] = np.nan
+    kw = dict(weight=rng.uniform(0.2, 2.0, classes)) if weighted else {}
+    what = f"cross_entropy C={classes} {dtype} {backend} {kw and 'weighted'}"
+    x0 = x.copy()
+    for reduction in ("mean", "none"):
+        want_loss, want_grad = oracle("cross_entropy", x, t, reduction=reduction, **kw)
+        loss, grad = fa.cross_entropy_and_grad(x, t, reduction=reduction, backend=backend, **kw)
+        with np.errstate(invalid="ignore"):
+            if reduction == "none":
+                np.testing.assert_allclose(np.asarray(loss, np.float64), want_loss.astype(
+                    np.float64), rtol=RTOL[dtype], atol=1e-300, equal_nan=True, err_msg=what)
+            else:
+                assert math.isnan(float(loss)) == math.isnan(want_loss), (what, loss)
+        finite = np.isfinite(np.asarray(want_grad, np.float64)).all(axis=1)
+        np.testing.assert_array_equal(np.isfinite(grad).all(axis=1), finite, err_msg=what)
+        check_grad(grad[finite], want_grad[finite], dtype, what + f" {reduction} grad")
+    np.testing.assert_array_equal(x, x0)
+    ok = np.isfinite(np.asarray(oracle("cross_entropy", x, t, reduction="none", **kw)[0],
+                                np.float64))
+    ok[3] = True  # (the ignored row: loss 0, gradient 0)
+    xs, ts = x[ok], t[ok]
+    want_loss, want_grad = oracle("cross_entropy", xs, ts, reduction="sum", **kw)
+    buf = xs.copy()
+    loss, grad = fa.cross_entropy_and_grad(buf, ts, reduction="sum", out=buf, backend=backend,
+                                           **kw)
+    assert grad is buf
+    check_loss(loss, want_loss, dtype, what + " in place")
+    check_grad(grad, want_grad, dtype, what + " in place")
+    ga = rng.uniform(-2, 2, len(ts))
+    g = fa.cross_entropy_backward(ga, xs, ts, reduction="none", backend=backend, **kw)
+    check_grad(g, oracle("cross_entropy", xs, ts, reduction="none", grad_loss=ga, **kw)[1],
+               dtype, what + " backward per row")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_kl_div_log_target(dtype, backend):
+    """kl_div with log_target=True (the matrix runs the default False): the kernels are
+    written once per flag value (numba_cpu._split_on_flag), so both must be checked."""
+    rng = np.random.default_rng(11)
+    x = np.log(rng.uniform(0.05, 1, (6, 700))).astype(dtype)
+    y = np.log(rng.uniform(1e-3, 1, (6, 700))).astype(dtype)
+    y[0, :5] = -np.inf  # a target probability of 0: no contribution
+    for reduction in reductions(_registry.get("kl_div")):
+        want_loss, want_grad = oracle("kl_div", x, y, reduction=reduction, param=1.0)
+        what = f"kl_div log_target {reduction} {dtype} {backend}"
+        loss, grad = fa.kl_div_and_grad(x, y, reduction=reduction, log_target=True,
+                                        backend=backend)
+        check_loss(loss, want_loss, dtype, what)
+        check_grad(grad, want_grad, dtype, what)
+        check_loss(fa.kl_div(x, y, reduction=reduction, log_target=True, backend=backend),
+                   want_loss, dtype, what + " forward")
+    # the flag really changes the result (else both kernels could be one branch)
+    assert not np.allclose(fa.kl_div(x, y, reduction="none", backend=backend),
+                           fa.kl_div(x, y, reduction="none", log_target=True, backend=backend))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("spec", LOSSES, ids=lambda s: s.name)
 def test_and_grad_out_in_place(spec, dtype, backend):
     rng = np.random.default_rng(3)

@@ -1573,12 +1573,15 @@ def _ce_row_direct(x, r, t, mx, xt, wt, gs, want_grad, in_place, grad, row):
     if want_grad:
         f = gs * wt / s
         if in_place:
+            et = np.float64(row[0, t])
             for j in range(n):
                 grad[r, j] = _ce_scale(row[0, j], f)
         else:
+            et = np.float64(grad[r, t])
             for j in range(n):
                 grad[r, j] = _ce_scale(grad[r, j], f)
-        grad[r, t] = np.float64(grad[r, t]) - gs * wt
+        # the target's p - 1 from the unrounded exp (one class: exactly 0)
+        grad[r, t] = gs * (wt * (et / s) - wt)
     return loss
 
 
@@ -1633,7 +1636,8 @@ def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, gra
         if want_grad:
             for j in range(n):
                 gr[j] = gs * ((a if j == k else 0.0) - es * weight[j])
-            gr[t] = gr[t] - gs * keep * wt
+            # the target's entry rounded once (one class: exactly 0)
+            gr[t] = gs * ((a if t == k else 0.0) - es * weight[t]) - gs * keep * wt
         return loss
     if want_grad:
         m, s, sm, _ = _online_row(xr, xr, weight, keep, es, 1 if smoothing > 0.0 else 0,
@@ -1646,8 +1650,11 @@ def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, gra
     if smoothing > 0.0:
         loss += es * (sm + wsum * ls)
     if want_grad:
+        # the target's p - 1 from the unrounded product, rounded once (one class: exactly 0)
+        # (p_t = et / s in float64, the same expression as the Cython kernel's)
+        et = np.float64(gr[t]) * _exp(mrec[t // LOSS_ROW_BLOCK] - m)
         _scale_stored(gr, mrec, m, gs * a / s, gs * es, weight, n)
-        gr[t] = gr[t] - gs * keep * wt
+        gr[t] = gs * ((a * (et / s) - keep * wt) - es * weight[t])
     return loss
 
 

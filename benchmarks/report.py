@@ -466,6 +466,40 @@ def goal_rows(records: list[dict]) -> list[list[str]]:
     return rows
 
 
+#: fastact's backend columns: the choices of the automatic dispatch.
+BACKEND_COLUMNS = ("numba", "cython", "numpy")
+#: Issue 7 item 3: the automatic call within this factor of the best backend of its group.
+DISPATCH_SLACK = 1.10
+
+
+def dispatch_check(records: list[dict], markdown: bool = False) -> str:
+    """Issue 7's dispatch goal: in every group, the automatic call (``auto``) within 10% of the
+    fastest fastact backend timed in the same group.  The table lists the groups that miss it;
+    both columns are timed back to back, so a miss by a few percent can be noise (at 1e3
+    elements every call takes the general path: the suite's inputs are read-only)."""
+    rows, total = [], 0
+    for key, entries in sorted(op_groups(records).items()):
+        ours = entries.get(AUTO)
+        name, fastest = best(entries, BACKEND_COLUMNS)
+        if ours is None or fastest is None:
+            continue
+        total += 1
+        ratio = ours["median"] / fastest["median"]
+        if ratio > DISPATCH_SLACK:
+            rows.append([f"{key[0]} {key[1]}", key[2], size_label(key),
+                         format_time(ours["median"]), f"{name} {format_time(fastest['median'])}",
+                         f"{ratio:.2f}x"])
+    if not total:
+        return ""
+    heading = "### " if markdown else "== "
+    lines = [f"{heading}dispatch: auto within {DISPATCH_SLACK - 1:.0%} of the fastest backend "
+             f"in {total - len(rows)} of {total} groups", ""]
+    if rows:
+        lines += [format_table(["group", "dtype", "size", "auto", "fastest backend",
+                                "auto / fastest"], rows, markdown, align="llllll"), ""]
+    return "\n".join(lines)
+
+
 def plot(records: list[dict], path: str, dtype: str = "float32", forms=("forward",),
          ops=None) -> int:
     """Throughput (GB/s) against size: one panel per op/form, one line per backend and peer,
@@ -557,6 +591,9 @@ def main(argv=None) -> int:
     else:
         print(render(records, markdown=args.markdown))
     table = goals(records, markdown=args.markdown)
+    if table:
+        print("\n" + table)
+    table = dispatch_check(records, markdown=args.markdown)
     if table:
         print("\n" + table)
     if args.plot:

@@ -595,7 +595,7 @@ def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table):
         mixed = fn(grad.astype(np.float64), y=y)  # promotion: the normal path's
         assert mixed.dtype == np.float64
         frozen = y.copy()
-        frozen.setflags(write=False)  # read-only: the normal path (no read-only compile)
+        frozen.setflags(write=False)  # read-only: the fast path, no read-only compile
         np.testing.assert_array_equal(fn(grad, y=frozen), fn(grad, y=y, backend="numba"))
 
 
@@ -698,6 +698,44 @@ def test_read_only_inputs_compile_no_extra_numba_specialisation():
     want = fa.softmax_backward(grad.copy(), y=y.copy(), where=mask.copy(), backend="numpy")
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-300)
     assert not y.flags.writeable and not x.flags.writeable  # the caller's arrays as they were
+
+
+def test_fast_path_takes_read_only_arrays_without_a_new_specialisation():
+    """Read-only inputs on the small-array fast path run the machine code compiled for writeable
+    arrays (api._call_read_only): the same results, the caller's flags kept, and no read-only
+    specialisation compiled, for the elementwise forms and the softmax rows."""
+    from fastact import api
+    from fastact.kernels import numba_cpu
+
+    if "numba" not in fa.backends() or _config.BACKEND is not None:
+        pytest.skip("the fast path is automatic dispatch's, on Numba")
+    x = (np.sin(np.arange(200.0)) * 4).astype(np.float32).reshape(4, 50)
+    g = np.cos(np.arange(200.0)).astype(np.float32).reshape(4, 50)
+    calls = {
+        "sigmoid_forward": lambda a, b: fa.sigmoid(a),
+        "elu_and_derivative": lambda a, b: fa.elu_and_derivative(a, alpha=0.5),
+        "tanh_backward": lambda a, b: fa.tanh_backward(b, x=a),
+        "softmax_forward": lambda a, b: fa.softmax(a),
+        "log_softmax_backward": lambda a, b: fa.log_softmax_backward(b, y=a),
+    }
+    for kernel, call in calls.items():
+        want = call(x, g)  # (fills the fast path's table)
+        assert api._FAST[kernel], kernel
+        serial = numba_cpu.KERNELS[kernel].serial
+        before = list(serial.signatures)
+        for frozen in ("x", "g", "both"):
+            a, b = x.copy(), g.copy()
+            if frozen in ("x", "both"):
+                a.setflags(write=False)
+            if frozen in ("g", "both"):
+                b.setflags(write=False)
+            got = call(a, b)
+            for w, r in zip(want if isinstance(want, tuple) else (want,),
+                            got if isinstance(got, tuple) else (got,)):
+                np.testing.assert_array_equal(r, w, err_msg=f"{kernel} read-only {frozen}")
+                assert r.flags.writeable
+            assert a.flags.writeable == (frozen == "g") and b.flags.writeable == (frozen == "x")
+        assert list(serial.signatures) == before, (kernel, serial.signatures)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -74,12 +74,9 @@ def mul_add(a, b, c):
     return a * b + c
 
 
-def exp_poly(x):
-    # clamp (NaN fails both tests and stays NaN), then x = k ln2 + r with |r| <= ln2 / 2
-    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
-    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
-    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
-    # e^r by its Taylor series to r^13 (truncation < 4e-18 relative), Horner form
+def exp_unit(r):
+    """e^r for |r| <= ln2 / 2 by its Taylor series to r^13 (truncation < 4e-18 relative),
+    Horner form: the polynomial of exp_poly and exp_poly_nonpositive."""
     p = 1.0 / 6227020800.0
     p = mul_add(p, r, 1.0 / 479001600.0)
     p = mul_add(p, r, 1.0 / 39916800.0)
@@ -93,10 +90,37 @@ def exp_poly(x):
     p = mul_add(p, r, 1.0 / 6.0)
     p = mul_add(p, r, 0.5)
     p = mul_add(p, r, 1.0)
-    p = mul_add(p, r, 1.0)
+    return mul_add(p, r, 1.0)
+
+
+def exp_poly(x):
+    # clamp (NaN fails both tests and stays NaN), then x = k ln2 + r with |r| <= ln2 / 2
+    xc = EXP_HI if x > EXP_HI else (EXP_LO if x < EXP_LO else x)
+    k = (xc * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    r = (xc - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    p = exp_unit(r)
     # 2^k as two factors, so subnormal results are rounded once, by the last multiplication
     k1 = (k * 0.5 + EXP_ROUND) - EXP_ROUND
     return p * pow2(k1) * pow2(k - k1)
+
+
+EXP_NORMAL_LO = -708.3964185322642  # just below ln(2^-1022) = -708.39641853226410...
+
+
+def exp_poly_nonpositive(x):
+    """e^x for x >= EXP_NORMAL_LO (a positive x counts as 0), and 0 below, where e^x is under
+    the smallest normal: the float64 exps of the softmax rows (divided by a sum >= 1, or only
+    summed, so a flushed exp changes results only below DESIGN.md section 4's absolute floor).
+    exp_poly without the upper clamp and with one power-of-two factor (its Taylor polynomial,
+    so the same accuracy where the result is normal); NaN kept.  As _math32.exp_nonpositive
+    for float32.  The CUDA backend maps it to libdevice's exp (a ``*_poly_*`` name)."""
+    xc = 0.0 if x > 0.0 else x
+    low = x < EXP_NORMAL_LO
+    xs = EXP_NORMAL_LO if low else xc
+    k = (xs * EXP_LOG2E + EXP_ROUND) - EXP_ROUND
+    r = (xs - k * EXP_LN2_HI) - k * EXP_LN2_LO
+    v = exp_unit(r) * pow2(k)
+    return 0.0 if low else v
 
 
 # --- expm1 and log1p: branch-free, so the loops around them vectorise too -------------------

@@ -227,15 +227,16 @@ def test_forms_against_oracle(spec, reduction, dtype, backend):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("smoothing", [0.0, 0.2], ids=["plain", "smoothed"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("classes", [1, 5, 16, 33, 1024, 1500])
-def test_cross_entropy_without_smoothing(classes, weighted, dtype, backend):
-    """The common case, class indices without label smoothing (the matrix above smooths), which
-    the Numba kernels run by the softmax rows' passes (numba_cpu._ce_row_direct): rows shorter
-    and longer than a vector and than an online block (512), class weights, an ignored row, a
-    -inf logit, a row spread wide enough for float32 probabilities below the smallest normal,
-    a row with +inf and one with NaN (the other path), in place, and a per-row backward."""
-    rng = np.random.default_rng(classes * 2 + weighted)
+def test_cross_entropy_rows(classes, weighted, smoothing, dtype, backend):
+    """Class-index rows of many lengths, which the Numba kernels run by the softmax rows' passes
+    (numba_cpu._ce_row_direct): rows shorter and longer than a vector and than an online block
+    (512), class weights, label smoothing or none, an ignored row, a -inf logit, a row spread
+    wide enough for float32 probabilities below the smallest normal, a row with +inf and one
+    with NaN (the other path), in place, and a per-row backward."""
+    rng = np.random.default_rng(classes * 4 + weighted * 2 + (smoothing > 0))
     rows = 7
     x = (rng.standard_normal((rows, classes)) * 4).astype(dtype)
     t = rng.integers(0, classes, rows)
@@ -246,7 +247,9 @@ def test_cross_entropy_without_smoothing(classes, weighted, dtype, backend):
         x[5, (t[5] + 1) % classes] = np.inf
         x[6, (t[6] + 1) % classes] = np.nan
     kw = dict(weight=rng.uniform(0.2, 2.0, classes)) if weighted else {}
-    what = f"cross_entropy C={classes} {dtype} {backend} {kw and 'weighted'}"
+    if smoothing:
+        kw["label_smoothing"] = smoothing
+    what = f"cross_entropy C={classes} {dtype} {backend} {kw}"
     x0 = x.copy()
     for reduction in ("mean", "none"):
         want_loss, want_grad = oracle("cross_entropy", x, t, reduction=reduction, **kw)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from numba import njit
 
+from fastact import _math
 from fastact.kernels import numba_cpu
 
 LONG = np.longdouble
@@ -46,6 +47,9 @@ HELPERS = {
     "log_poly": (np.log, (0.0, np.inf), 1.6),
     "log1p_poly": (np.log1p, (-1.0, np.inf), 2.0),
     "erfc_poly": (_erfc_reference, (-np.inf, np.inf), 6.0),
+    # e^x down to the smallest normal result, 0 below (the softmax rows' float64 exps)
+    "exp_poly_nonpositive": (lambda x: np.where(x >= _math.EXP_NORMAL_LO, np.exp(x), 0),
+                             (-np.inf, 0.0), 1.5),
 }
 
 
@@ -138,6 +142,8 @@ SPECIALS = {
                    (1.7976931348623157e308, np.log(1.7976931348623157e308))],
     "erfc_poly": [(np.nan, np.nan), (np.inf, 0.0), (-np.inf, 2.0), (0.0, 1.0), (-0.0, 1.0),
                   (27.3, 0.0), (-6.0, 2.0), (40.0, 0.0)],
+    "exp_poly_nonpositive": [(np.nan, np.nan), (-np.inf, 0.0), (0.0, 1.0), (-0.0, 1.0),
+                             (1.0, 1.0), (-708.4, 0.0), (-745.2, 0.0)],
 }
 
 

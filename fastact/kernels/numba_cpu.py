@@ -512,7 +512,8 @@ def _row_exp(v, m, inv_t, neg):
     """exp((v - m) / T) as exp((v - m) * inv_t), inv_t = 1 / T (of -v for softmin), for the
     softmax forward rows, m the row's max, so the argument is <= 0 for every kept entry.
     float32 data in float32 arithmetic (_math32.exp_nonpositive, results below the smallest
-    normal flushed to 0), float64 data in float64.  The roundings of v - m, of 1 / T and of the
+    normal flushed to 0), float64 data in float64 (_math.exp_poly_nonpositive, likewise:
+    float64 softmax 4000x1024, numba, 2 threads, see the benchmark group softmax-forward).  The roundings of v - m, of 1 / T and of the
     product are inside the conditioning term 2 eps (|x| + |max|) / T of the softmax bound
     (DESIGN.md section 4); a multiplication instead of a vector division per 8 elements made
     the exp pass ~25% faster (4000x1024 float32, 1 thread).  Measured with _row_scale, float32, numba, 2 threads (tools:
@@ -530,8 +531,10 @@ def _row_exp_typer(v, m, inv_t, neg):
             return exp32(((-v if neg else v) - np.float32(m)) * np.float32(inv_t))
         return narrow
 
+    exp64 = FORMULAS["exp_poly_nonpositive"]
+
     def wide(v, m, inv_t, neg):
-        return _exp(((-np.float64(v) if neg else np.float64(v)) - m) * inv_t)
+        return exp64(((-np.float64(v) if neg else np.float64(v)) - m) * inv_t)
     return wide
 
 
@@ -1548,19 +1551,27 @@ def _ce_scale_typer(e, f):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _ce_row_direct(x, r, t, mx, xt, wt, gs, want_grad, in_place, grad, row):
-    """Cross-entropy of row r for the common case (class index, no label smoothing, contiguous
-    rows, finite row max ``mx``): the softmax rows' passes.  The row max by the vector code,
-    the exps e = exp(x - max) in x's precision (float32: _math32.exp_poly, keeping subnormal
-    results as the old path did) stored straight into the gradient row (into the scratch
-    ``row`` when grad is x, or without a gradient), their float64 vector sum s, and the scale
-    grad = gs w_t e / s, less gs w_t at the target.  The online path (_online_row) rescans
-    blocks, keeps float64 scratch and copies it; this one reads the logits twice and the
-    exps twice.  cross_entropy_and_grad float32, numba, 2 threads (timeit, best of 7):
-    4000x1024 4.56 -> 1.65 ms, 128x32000 4.24 -> 1.45 ms (softmax alone: 1.1 ms; Cython's
-    online rows 3.5 and 3.3 ms); benchmark group cross_entropy-and_grad."""
+def _ce_row_direct(x, r, t, mx, weight, wsum, smoothing, gs, want_grad, in_place, grad, row,
+                   terms):
+    """Cross-entropy of row r for the common case (class index, contiguous rows, finite row max
+    ``mx``): the softmax rows' passes.  The row max by the vector code, the exps
+    e = exp(x - max) in x's precision (float32: _math32.exp_poly, keeping subnormal results as
+    the old path did) stored straight into the gradient row (into the scratch ``row`` when grad
+    is x, or without a gradient), their float64 vector sum s, and the scale
+    grad = gs (a e / s - es w), a = keep w_t + es sum(w), keep = 1 - smoothing,
+    es = smoothing / C, less gs keep w_t at the target.  With label smoothing the loss also
+    needs sum_j w_j (max - x_j) (terms >= 0, each its limit as _shift_term), summed from the
+    float64 scratch ``terms``.  The online path (_online_row) rescans blocks, keeps float64
+    scratch and copies it; this one reads the logits twice and the exps twice.
+    cross_entropy_and_grad float32, numba, 2 threads (timeit, best of 7): 4000x1024
+    4.56 -> 1.65 ms, 128x32000 4.24 -> 1.45 ms (softmax alone: 1.1 ms; Cython's online rows
+    3.5 and 3.3 ms); benchmark group cross_entropy-and_grad."""
     n = x.shape[1]
     m = np.float64(mx)
+    wt = weight[t]
+    xt = np.float64(x[r, t])
+    es = smoothing / n
+    keep = 1.0 - smoothing
     if want_grad and not in_place:
         for j in range(n):
             grad[r, j] = _ce_exp(x[r, j], mx)
@@ -1569,40 +1580,60 @@ def _ce_row_direct(x, r, t, mx, xt, wt, gs, want_grad, in_place, grad, row):
         for j in range(n):
             row[0, j] = _ce_exp(x[r, j], mx)
         s = _vector_row_sum(row, 0)
-    loss = 0.0 if wt == 0.0 else wt * ((m - xt) + math.log(s))
+    ls = math.log(s)
+    loss = 0.0 if wt == 0.0 else keep * wt * ((m - xt) + ls)
+    if smoothing > 0.0:
+        for j in range(n):
+            terms[0, j] = _shift_term(weight[j], m, np.float64(x[r, j]))
+        loss += es * (_vector_row_sum(terms, 0) + wsum * ls)
     if want_grad:
-        f = gs * wt / s
+        a = keep * wt + es * wsum
+        f = gs * a / s
+        ce = gs * es
         if in_place:
             et = np.float64(row[0, t])
-            for j in range(n):
-                grad[r, j] = _ce_scale(row[0, j], f)
+            if smoothing > 0.0:
+                for j in range(n):
+                    grad[r, j] = _ce_scale(row[0, j], f) - ce * weight[j]
+            else:
+                for j in range(n):
+                    grad[r, j] = _ce_scale(row[0, j], f)
         else:
             et = np.float64(grad[r, t])
-            for j in range(n):
-                grad[r, j] = _ce_scale(grad[r, j], f)
-        # the target's p - 1 from the unrounded exp (one class: exactly 0)
-        grad[r, t] = gs * (wt * (et / s) - wt)
+            if smoothing > 0.0:
+                for j in range(n):
+                    grad[r, j] = _ce_scale(grad[r, j], f) - ce * weight[j]
+            else:
+                for j in range(n):
+                    grad[r, j] = _ce_scale(grad[r, j], f)
+        # the target's p - 1 from the unrounded exp, rounded once (one class: exactly 0), the
+        # same expression as _ce_row's
+        grad[r, t] = gs * (a * (et / s) - (keep * wt + es * weight[t]))
     return loss
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _ce_direct(x, target, weight, ignore_index, smoothing, gs, want_grad, in_place, grad, r,
-               row):
-    """(True, loss of row r) by _ce_row_direct where it applies (class index not ignored, no
-    label smoothing, contiguous rows, a finite row max), else (False, 0.0): the caller then
-    runs _ce_row.  Inlined into the kernels (small), while _ce_row stays one compiled call per
-    row: the call passes seven arrays, whose reference counts both threads update atomically
+def _ce_direct(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, in_place, grad,
+               r, row, terms):
+    """(True, loss of row r) by _ce_row_direct where it applies (contiguous rows, a finite row
+    max; an ignored row: a zero gradient), else (False, 0.0): the caller then runs _ce_row.
+    Inlined into the kernels (small), while _ce_row stays one compiled call per row: the call
+    passes seven arrays, whose reference counts both threads update atomically
     (cross_entropy_and_grad float32 128000x32, numba, 2 threads: 10.5 ms with the old rows,
     6.3 ms with _ce_row_direct called inside _ce_row, 3.8 ms inlined here; softmax 2.0 ms)."""
-    t = target[r]
-    if (t == ignore_index or smoothing != 0.0 or x.strides[1] != x.itemsize
-            or (want_grad and grad.strides[1] != grad.itemsize)):
+    if x.strides[1] != x.itemsize or (want_grad and grad.strides[1] != grad.itemsize):
         return False, 0.0
+    t = target[r]
+    if t == ignore_index:
+        if want_grad:
+            for j in range(x.shape[1]):
+                grad[r, j] = 0.0
+        return True, 0.0
     mx = _vector_row_max(x, r)
     if not -np.inf < mx < np.inf:
         return False, 0.0
-    return True, _ce_row_direct(x, r, t, mx, np.float64(x[r, t]), weight[t], gs, want_grad,
-                                in_place, grad, row)
+    return True, _ce_row_direct(x, r, t, mx, weight, wsum, smoothing, gs, want_grad, in_place,
+                                grad, row, terms)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -1637,7 +1668,7 @@ def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, gra
             for j in range(n):
                 gr[j] = gs * ((a if j == k else 0.0) - es * weight[j])
             # the target's entry rounded once (one class: exactly 0)
-            gr[t] = gs * ((a if t == k else 0.0) - es * weight[t]) - gs * keep * wt
+            gr[t] = gs * ((a if t == k else 0.0) - (keep * wt + es * weight[t]))
         return loss
     if want_grad:
         m, s, sm, _ = _online_row(xr, xr, weight, keep, es, 1 if smoothing > 0.0 else 0,
@@ -1654,7 +1685,7 @@ def _ce_row(x, target, weight, wsum, ignore_index, smoothing, gs, want_grad, gra
         # (p_t = et / s in float64, the same expression as the Cython kernel's)
         et = np.float64(gr[t]) * _exp(mrec[t // LOSS_ROW_BLOCK] - m)
         _scale_stored(gr, mrec, m, gs * a / s, gs * es, weight, n)
-        gr[t] = gs * ((a * (et / s) - keep * wt) - es * weight[t])
+        gr[t] = gs * (a * (et / s) - (keep * wt + es * weight[t]))
     return loss
 
 
@@ -1755,10 +1786,11 @@ def cross_entropy_forward__{variant}(x, target, weight, ignore_index, smoothing,
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         row = np.empty((1, x.shape[1] if keep_row else 1), x.dtype)
+        terms = np.empty((1, x.shape[1] if smoothing > 0.0 else 1), np.float64)
         start = np.int64(t) * per
         for r in range(start, min(start + per, x.shape[0])):
-            ok, v = _ce_direct(x, target, weight, ignore_index, smoothing, 1.0, False, False, x,
-                               r, row)
+            ok, v = _ce_direct(x, target, weight, wsum, ignore_index, smoothing, 1.0, False,
+                               False, x, r, row, terms)
             loss[r] = v if ok else _ce_row_loss(x, target, weight, wsum, ignore_index, smoothing,
                                                 np.int64(r), scratch, mrec)
 
@@ -1772,11 +1804,12 @@ def cross_entropy_and_grad__{variant}(x, target, weight, ignore_index, smoothing
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         row = np.empty((1, x.shape[1] if keep_row else 1), x.dtype)
+        terms = np.empty((1, x.shape[1] if smoothing > 0.0 else 1), np.float64)
         start = np.int64(t) * per
         for r in range(start, min(start + per, x.shape[0])):
             gs = g[r] if per_row else g[0]
-            ok, v = _ce_direct(x, target, weight, ignore_index, smoothing, gs, True, keep_row,
-                               grad, r, row)
+            ok, v = _ce_direct(x, target, weight, wsum, ignore_index, smoothing, gs, True,
+                               keep_row, grad, r, row, terms)
             loss[r] = v if ok else _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing,
                                                 gs, grad, np.int64(r), scratch, mrec)
 
@@ -1790,11 +1823,12 @@ def cross_entropy_backward__{variant}(gl, x, target, weight, ignore_index, smoot
         scratch = np.empty(LOSS_ROW_BLOCK, np.float64)
         mrec = np.empty((x.shape[1] + LOSS_ROW_BLOCK - 1) // LOSS_ROW_BLOCK + 1, np.float64)
         row = np.empty((1, x.shape[1] if keep_row else 1), x.dtype)
+        terms = np.empty((1, x.shape[1] if smoothing > 0.0 else 1), np.float64)
         start = np.int64(t) * per
         for r in range(start, min(start + per, x.shape[0])):
             gs = gl[r] if per_row else gl[0]
-            ok, _ = _ce_direct(x, target, weight, ignore_index, smoothing, gs, True, keep_row,
-                               grad, r, row)
+            ok, _ = _ce_direct(x, target, weight, wsum, ignore_index, smoothing, gs, True,
+                               keep_row, grad, r, row, terms)
             if not ok:
                 _ce_row_grad(x, target, weight, wsum, ignore_index, smoothing, gs, grad,
                              np.int64(r), scratch, mrec)

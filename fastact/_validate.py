@@ -230,7 +230,7 @@ def _data_pointer(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-#: Fresh outputs from this many bytes are placed apart from the inputs (see empty_apart).
+#: Fresh loss gradients from this many bytes are placed apart from the inputs (see empty_apart).
 APART_BYTES = 1 << 20
 _PAGE = 4096
 
@@ -263,20 +263,23 @@ def empty_apart(shape: tuple, dtype: np.dtype, inputs) -> np.ndarray:
     return raw[best:best + nbytes].view(dtype).reshape(shape)
 
 
-def kernel_buffer(out, shape: tuple, dtype: np.dtype, inputs) -> np.ndarray:
+def kernel_buffer(out, shape: tuple, dtype: np.dtype, inputs, apart: bool = False) -> np.ndarray:
     """The C-contiguous compute-dtype array the kernel writes to.
 
     It is ``out`` itself when that is safe: right dtype, C-contiguous, and either disjoint from
     every kernel input or exactly the same memory as it (in place, element i read before
-    element i is written).  Otherwise a fresh buffer (:func:`empty_apart`), copied into ``out``
-    by :func:`deliver`.
+    element i is written).  Otherwise a fresh buffer, copied into ``out`` by :func:`deliver`;
+    with ``apart`` placed by :func:`empty_apart`.  Only the elementwise losses ask for that:
+    for the memory-bound elementwise ops the larger allocation cost more than it saved
+    (1e6 float32, 2 threads, alternating runs: relu 60 -> 68 us, leaky_relu 104 -> 110 us).
     """
+    make = empty_apart if apart else (lambda shape, dtype, inputs: np.empty(shape, dtype))
     if out is None:
-        return empty_apart(shape, dtype, inputs)
+        return make(shape, dtype, inputs)
     if (out.dtype == dtype and out.flags.c_contiguous
             and all(_safe_alias(out, a) for a in inputs)):
         return out.reshape(-1) if out.ndim == 0 else out
-    return empty_apart(shape, dtype, inputs)
+    return make(shape, dtype, inputs)
 
 
 def _safe_alias(out: np.ndarray, a) -> bool:

@@ -1090,7 +1090,7 @@ def _elementwise_loss(name: str, form: str, grad_loss, input, target, weight, po
         if n:
             getattr(module, f"{name}_forward")(xf, yf, w, pw, p, per, partial)
         return _loss_value(partial, reduction, count, rdtype, per, shape, out)
-    buffer = _validate.kernel_buffer(out, shape, cdtype, [xf, yf])
+    buffer = _validate.kernel_buffer(out, shape, cdtype, [xf, yf], apart=True)
     bflat = buffer.reshape(-1)
     if form == "and_grad":
         if n:

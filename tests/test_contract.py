@@ -1742,7 +1742,7 @@ def test_huge_array_sigmoid_fresh_output(backend):
 
 
 def test_large_outputs_are_placed_apart_from_the_inputs_modulo_a_page():
-    """Fresh outputs of 1 MiB and more start far, modulo 4096, from every input
+    """Fresh loss gradients of 1 MiB and more start far, modulo 4096, from every input
     (_validate.empty_apart: a store trailing a load by a few hundred bytes modulo a page stalls
     the CPU's memory disambiguation, 3x on kl_div_and_grad).  They are still ordinary
     C-contiguous, aligned, writeable arrays of the right shape and dtype, and results do not
@@ -1764,11 +1764,13 @@ def test_large_outputs_are_placed_apart_from_the_inputs_modulo_a_page():
             assert min(d, 4096 - d) >= 768, (offsets, d)  # (2 inputs, 8 candidate offsets)
     small = _validate.empty_apart((100,), np.float64, [a, b])
     assert small.base is None and small.shape == (100,)
-    # through the API: the same values as a plain output buffer
-    x = np.linspace(-5, 5, 300_000)
-    y = fa.sigmoid(x)
-    np.testing.assert_array_equal(y, fa.sigmoid(x, out=np.empty_like(x)))
-    g = np.cos(x)
-    got = fa.sigmoid_backward(g, y=y)
+    # through the API: placed apart, and the same values as a plain output buffer
+    x = np.log(np.linspace(0.01, 1, 300_000)).reshape(300, 1000)
+    y = np.linspace(0, 1, 300_000).reshape(300, 1000)
+    _, got = fa.kl_div_and_grad(x, y, reduction="sum")
     assert got.flags.c_contiguous and got.shape == x.shape
-    np.testing.assert_array_equal(got, fa.sigmoid_backward(g, y=y, out=np.empty_like(x)))
+    for a in (x, y):
+        d = (got.__array_interface__["data"][0] - a.__array_interface__["data"][0]) % 4096
+        assert min(d, 4096 - d) >= 768
+    np.testing.assert_array_equal(got, fa.kl_div_and_grad(x, y, reduction="sum",
+                                                          out=np.empty_like(x))[1])

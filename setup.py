@@ -1,4 +1,5 @@
-"""Build script: the optional Cython/OpenMP extension ``fastact.kernels._cython_kernels``.
+"""Build script: the optional Cython/OpenMP extension ``fastact.kernels._cython_kernels`` and
+the small-array fast path's helper ``fastact._fastcall``.
 
 Metadata lives in ``pyproject.toml``; this file only adds the extension.
 
@@ -28,6 +29,8 @@ from setuptools.command.build_ext import build_ext
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EXT_NAME = "fastact.kernels._cython_kernels"
 PYX = "fastact/kernels/_cython_kernels.pyx"
+FASTCALL_NAME = "fastact._fastcall"
+FASTCALL_PYX = "fastact/_fastcall.pyx"
 
 CYTHON_DIRECTIVES = {
     "language_level": 3,
@@ -193,6 +196,28 @@ def _extensions() -> list[Extension]:
         extra_link_args=flags["link_args"],
     )
     ext.cython_directives = dict(CYTHON_DIRECTIVES)  # read by Cython's build_ext
+    return [ext] + _fastcall_extension(flags)
+
+
+def _fastcall_extension(flags: dict) -> list[Extension]:
+    """``fastact._fastcall``: the small-array fast path's guard in C (hand-written, no
+    generated code; optional like the kernels: without it ``fastact.api`` uses its Python
+    twin).  Needs NumPy's headers (NumPy is a build requirement)."""
+    try:
+        import numpy
+    except ImportError as exc:
+        if _cython_required():
+            raise
+        _warn(f"NumPy is not importable at build time ({exc}); fastact._fastcall is skipped")
+        return []
+    ext = Extension(
+        FASTCALL_NAME,
+        [FASTCALL_PYX],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=[a for a in flags["compile_args"] if a != "-fopenmp"],
+    )
+    ext.cython_directives = dict(CYTHON_DIRECTIVES)
     return [ext]
 
 

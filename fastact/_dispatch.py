@@ -330,6 +330,12 @@ def backend_info() -> dict:
     table = dispatch_table()
     info["dispatch"] = (table.summary() if table is not None
                         else {"source": None, "why": _table_state["why"]})
+    try:  # the small-array fast path's guards (fastact.api._fast_elementwise and twins)
+        import fastact._fastcall  # noqa: F401
+
+        info["fast_path"] = "C helpers (fastact._fastcall)"
+    except ImportError as exc:
+        info["fast_path"] = f"Python helpers (fastact._fastcall is not built: {exc})"
     info["selected"] = {
         "automatic": next((n for n in HOST_PRIORITY if info[n]["available"]), None),
         "FASTACT_BACKEND": _config.BACKEND,

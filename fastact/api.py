@@ -374,53 +374,40 @@ def _signature_params(spec: _registry.OpSpec, keyword_only: bool) -> tuple[str, 
     return head, (tail + ", " if tail else ""), values
 
 
-def _fast_source(spec: _registry.OpSpec, table: str, args: list, size_of: str, outs: int,
-                 guard: str) -> str:
-    """The small-array fast path of a generated wrapper (see _fast_fill): the kernel's inputs
-    ``args`` (C-contiguous arrays of one native float32/float64 dtype, ``size_of``'s), no
-    out/backend/context override -> the serial Numba kernel, straight away.  An op's parameters
-    must be plain floats (str for a choice) whose validated values are cached (_FAST_PARAMS,
-    filled by the normal path): so bools, NumPy scalars, ints and invalid values take the normal
-    path and get its errors and conversions.  ``guard``: the arrays' own checks."""
+def _fast_source(spec: _registry.OpSpec, table: str, call: str, guard: str) -> str:
+    """The small-array fast path of a generated wrapper: with no out/backend/context override
+    and parameters given as plain floats (str for a choice) whose validated values are cached
+    (_FAST_PARAMS, filled by the normal path; so bools, NumPy scalars, ints and invalid values
+    take the normal path and get its errors and conversions), ``call`` -- a
+    ``_fast_elementwise`` or ``_fast_backward`` call on ``_FAST[table]`` and ``p``, the
+    validated parameters -- runs the serial Numba kernel on qualifying arrays, or returns None
+    (then the normal path runs).  ``guard``: further conditions."""
     names = spec.param_names
     kinds = [("str" if p.choices else "float") for p in spec.params]
     types_ok = "".join(f" and type({n}) is {k}" for n, k in zip(names, kinds))
     key = "(" + "".join(f"{n}, " for n in names) + ")"
-    ind = " " * 12
+    ind = " " * 8
     body = ""
     if names:
         body += f"{ind}p = _FAST_PARAMS[{spec.name!r}].get({key})\n{ind}if p is not None:\n"
         ind += "    "
-    results = [f"_r{k}" for k in range(outs)]
-    body += "".join(f"{ind}{r} = _empty({size_of}.shape, {size_of}.dtype)\n" for r in results)
-    flat = ", ".join([f"{a}.reshape(-1)" for a in args] + (["*p"] if names else [])
-                     + [f"{r}.reshape(-1)" for r in results])
-    writeable = " and ".join(f"{a}.flags.writeable" for a in args)
-    body += (f"{ind}if {writeable}:\n{ind}    fast[0]({flat})\n"
-             f"{ind}else:\n{ind}    _call_read_only(fast[0], {flat})\n"
-             f"{ind}return {', '.join(results)}\n")
-    return (f"    if out is None and backend is None{types_ok}{guard}:\n"
-            f"        fast = _FAST[{table!r}].get({size_of}.dtype)\n"
-            f"        if (fast is not None and {size_of}.size < fast[1]"
-            + "".join(f" and {a}.flags.c_contiguous" for a in args)
-            + " and _context_get() is None):\n" + body)
+    else:
+        call = call.replace(", p", ", ()")
+    call = call.replace("TABLE", f"_FAST[{table!r}]")
+    body += (f"{ind}_r = {call}\n{ind}if _r is not None:\n{ind}    return _r\n")
+    return (f"    if out is None and backend is None{types_ok}{guard} and _context_get() is None:\n"
+            + body)
 
 
 def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
     fn = spec.public_name(form)
     if form == "backward":
         _, kw, values = _signature_params(spec, keyword_only=True)
-        # fast path: grad and x (or y, for ops whose y-rule needs no parameters) of one dtype
-        # and shape
-        same = " and _a.dtype is grad.dtype and _a.shape == grad.shape"
-        fast = ("    _a = x if y is None else y\n"
-                + _fast_source(spec, f"{spec.name}_backward", ["grad", "_a"], "_a", 1,
-                               " and y is None and type(grad) is _ndarray"
-                               " and type(_a) is _ndarray" + same))
+        fast = _fast_source(spec, f"{spec.name}_backward", "_fast_backward(TABLE, grad, x, p)",
+                            " and y is None")
         if spec.y_backward is not None and not spec.params:
-            fast += _fast_source(spec, f"{spec.name}_backward_from_y", ["grad", "_a"], "_a", 1,
-                                 " and x is None and type(grad) is _ndarray"
-                                 " and type(_a) is _ndarray" + same)
+            fast += _fast_source(spec, f"{spec.name}_backward_from_y",
+                                 "_fast_backward(TABLE, grad, y, p)", " and x is None")
         return (
             f"def {fn}(grad, *, x=None, y=None, {kw}out=None, backend=None):\n{fast}"
             f"    _which, _operand = _backward_input({_PREFIX + fn!r}, x, y)\n"
@@ -428,8 +415,8 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
             f"    return _elementwise({spec.name!r}, _form, {{'grad': grad, _which: _operand}}, "
             f"{values}, out, backend)\n")
     head, kw, values = _signature_params(spec, keyword_only=False)
-    fast = _fast_source(spec, f"{spec.name}_{form}", ["x"], "x",
-                        2 if form == "and_derivative" else 1, " and type(x) is _ndarray")
+    nout = 2 if form == "and_derivative" else 1
+    fast = _fast_source(spec, f"{spec.name}_{form}", f"_fast_elementwise(TABLE, x, p, {nout})", "")
     return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n{fast}"
             f"    return _elementwise({spec.name!r}, {form!r}, {{'x': x}}, {values}, out, "
             f"backend)\n")
@@ -448,29 +435,85 @@ _FAST.update({f"{name}_{form}": {} for name in ("softmax", "log_softmax", "softm
 _FAST_PARAMS: dict = {op.name: {} for op in _registry.elementwise_ops() if op.params}
 _FAST_PARAMS_MAX = 64  # distinct values remembered per op (a sweep over values stays bounded)
 _ndarray, _empty, _context_get = np.ndarray, np.empty, _dispatch._context.get
-#: (kernel, argument types) -> the compiled entry point for writeable arrays of those types
-_READ_ONLY_ENTRIES: dict = {}
+class _EntryPoint:
+    """``fast[0]`` of a fast-path table entry ``fast`` until its first call, which puts there
+    the serial kernel's compiled entry point for the argument types of that call
+    (``Dispatcher.compile``: loaded from the cache or compiled once, as the dispatcher would).
 
+    The fast path's argument types are fixed per kernel and dtype (1-D C-contiguous aligned
+    arrays of the table's dtype, or 2-D for the softmax rows; validated float parameters;
+    None), and its guards check exactly that, so every later call can skip the dispatcher's
+    type resolution: ``fa.tanh`` on 1,000 float32 elements ~1.75 -> ~1.2 us with the reshapes
+    skipped for 1-D arrays (``np.tanh`` ~0.78 us; the benchmark group
+    tanh-forward-float32-1000).  The entry point is compiled for writeable arrays, and its
+    unboxing does not look at the flag: read-only inputs (kernels never write them) run the
+    same machine code, where the dispatcher would compile a read-only specialisation per
+    combination (``numba_cpu._as_writeable``) and the normal path's writeable views cost
+    ~3 us (fa.sigmoid on 1,000 read-only float32 elements: 10.8 -> ~2 us).
+    """
 
-def _call_read_only(kernel, *args) -> None:
-    """Run the Numba ``kernel`` on arguments among which some arrays are read-only, through the
-    machine code compiled for writeable arrays of the same types (``Dispatcher.compile`` of that
-    signature: loaded or compiled once).  Numba's dispatcher would compile a read-only
-    specialisation per combination (see ``numba_cpu._as_writeable``), and the writeable views
-    of the normal path cost ~3 us per call; the compiled entry point's unboxing does not look
-    at the flag, and kernels never write their inputs.  The fast path's argument types are
-    fixed per kernel and dtype (1-D C-contiguous arrays, validated parameters, None), so the
-    key is cheap.  fa.sigmoid on 1,000 read-only float32 elements: 10.8 us (the normal path,
-    benchmark group sigmoid-forward-float32-1000) -> ~2 us."""
-    key = (kernel,) + tuple(a.dtype if type(a) is _ndarray else type(a) for a in args)
-    entry = _READ_ONLY_ENTRIES.get(key)
-    if entry is None:
+    __slots__ = ("kernel", "slot")
+
+    def __init__(self, kernel, slot: list):
+        self.kernel, self.slot = kernel, slot
+
+    def __call__(self, *args) -> None:
         import numba
 
         sig = tuple(numba.typeof(a).copy(readonly=False) if type(a) is _ndarray
                     else numba.typeof(a) for a in args)
-        entry = _READ_ONLY_ENTRIES[key] = kernel.compile(sig)
-    entry(*args)
+        entry = self.slot[0] = self.kernel.compile(sig)
+        entry(*args)
+
+
+def _fast_qualifies(table: dict, a):
+    """The fast entry for ``a`` (an exact ndarray, C-contiguous, aligned, of a dtype in
+    ``table`` and below its size limit), or None."""
+    if type(a) is not _ndarray:
+        return None
+    fast = table.get(a.dtype)
+    if fast is None or a.size >= fast[1] or not ((f := a.flags).c_contiguous and f.aligned):
+        return None
+    return fast
+
+
+def _fast_elementwise_py(table: dict, x, params: tuple, nout: int):
+    """``NAME``, ``NAME_derivative`` (nout 1) or ``NAME_and_derivative`` (nout 2) of ``x`` on
+    the fast path, or None if ``x`` does not qualify.  The pure-Python twin of
+    ``fastact._fastcall.elementwise`` (used where that extension is not built)."""
+    fast = _fast_qualifies(table, x)
+    if fast is None:
+        return None
+    results = [_empty(x.shape, x.dtype) for _ in range(nout)]
+    if x.ndim == 1:  # (as it is: a reshape costs ~0.1 us)
+        fast[0](x, *params, *results)
+    else:
+        fast[0](x.reshape(-1), *params, *[r.reshape(-1) for r in results])
+    return results[0] if nout == 1 else tuple(results)
+
+
+def _fast_backward_py(table: dict, grad, operand, params: tuple):
+    """``NAME_backward(grad, x=operand)`` (``y=`` with the from-y table) on the fast path, or
+    None; the twin of ``fastact._fastcall.backward``."""
+    fast = _fast_qualifies(table, operand)
+    if (fast is None or type(grad) is not _ndarray or grad.dtype is not operand.dtype
+            or grad.shape != operand.shape or not ((f := grad.flags).c_contiguous and f.aligned)):
+        return None
+    result = _empty(operand.shape, operand.dtype)
+    if operand.ndim == 1:
+        fast[0](grad, operand, *params, result)
+    else:
+        fast[0](grad.reshape(-1), operand.reshape(-1), *params, result.reshape(-1))
+    return result
+
+
+def _fast_entry(kernel, limit: int) -> list:
+    """A fast-path table entry: [callable, size limit] (see _EntryPoint)."""
+    slot = [None, limit]
+    slot[0] = _EntryPoint(kernel, slot)
+    return slot
+
+
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -523,7 +566,7 @@ def _fast_fill(kernel_name: str, key: str, backend, module) -> None:
         limit = threshold if dispatch is None else min(
             threshold, dispatch.limit(key, dtype.name, "numba"))
         if limit > 0:
-            table[dtype] = (serial, limit)
+            table[dtype] = _fast_entry(serial, limit)
 
 
 def _define_elementwise() -> None:
@@ -575,34 +618,40 @@ def _row_fast(kernel: str, x, grad, axis, where, temperature, out, backend):
     a temperature given as a positive finite float, no out/backend/context override.
     Everything else takes the normal path with its checks and errors.  ``fa.softmax`` on 1,000
     float32 elements: 14.0 -> 2.1 us (torch.softmax 2.5 us; the benchmark group
-    softmax-forward-float32-1000)."""
-    if (type(x) is not _ndarray or where is not None or out is not None or backend is not None
-            or type(axis) is not int or type(temperature) is not float):
+    softmax-forward-float32-1000), ~1.2 us with the checks in C (``_fast_rows``)."""
+    if (where is not None or out is not None or backend is not None or type(axis) is not int
+            or type(temperature) is not float or not 0.0 < temperature < math.inf
+            or _context_get() is not None):
         return None
-    fast = _FAST[kernel].get(x.dtype)
-    if (fast is None or not x.ndim or axis not in (-1, x.ndim - 1) or not 0 < x.size < fast[1]
-            or not 0.0 < temperature < math.inf or _context_get() is not None):
-        return None
-    if not x.flags.c_contiguous:
+    return _fast_rows(_FAST[kernel], x, grad, temperature, axis)
+
+
+def _fast_rows_py(table: dict, x, grad, temperature: float, axis: int):
+    """The twin of ``fastact._fastcall.rows``: ``x`` (and ``grad``) qualify as in
+    ``_fast_qualifies``, of at least one dimension and not empty, ``axis`` the last."""
+    fast = _fast_qualifies(table, x)
+    if fast is None or not x.ndim or not x.size or axis not in (-1, x.ndim - 1):
         return None
     width = x.shape[-1]
+    result = _empty(x.shape, x.dtype)
+    rows = [a if a.ndim == 2 else a.reshape(-1, width) for a in (x, result)]
     if grad is None:
-        out = _empty(x.shape, x.dtype)
-        args = (x.reshape(-1, width), None, temperature, out.reshape(-1, width))
-        read_only = not x.flags.writeable
-    else:
-        if (type(grad) is not _ndarray or grad.dtype is not x.dtype or grad.shape != x.shape
-                or not grad.flags.c_contiguous):
-            return None
-        out = _empty(x.shape, x.dtype)
-        args = (grad.reshape(-1, width), x.reshape(-1, width), None, temperature,
-                out.reshape(-1, width))
-        read_only = not (x.flags.writeable and grad.flags.writeable)
-    if read_only:
-        _call_read_only(fast[0], *args)
-    else:
-        fast[0](*args)
-    return out
+        fast[0](rows[0], None, temperature, rows[1])
+        return result
+    if (type(grad) is not _ndarray or grad.dtype is not x.dtype or grad.shape != x.shape
+            or not ((f := grad.flags).c_contiguous and f.aligned)):
+        return None
+    fast[0](grad if grad.ndim == 2 else grad.reshape(-1, width), *rows[:1], None, temperature,
+            rows[1])
+    return result
+
+
+try:  # the same in C (fa.tanh on 1,000 float32 elements ~1.23 -> ~0.95 us; see its docstring)
+    from fastact._fastcall import (backward as _fast_backward, elementwise as _fast_elementwise,
+                                   rows as _fast_rows)
+except ImportError:  # built without it (no compiler): the Python twins
+    _fast_elementwise, _fast_backward, _fast_rows = (_fast_elementwise_py, _fast_backward_py,
+                                                     _fast_rows_py)
 
 
 def softmax(x, *, axis=-1, where=None, temperature=1.0, out=None, backend=None):

@@ -473,6 +473,24 @@ def test_warmup():
 # ------------------------------------------------------------------------------------------------
 
 FAST_OPS = list(_registry.elementwise_ops())
+#: api's fast-path helpers: the C ones (fastact._fastcall) and their pure-Python twins
+FAST_HELPERS = ("_fast_elementwise", "_fast_backward", "_fast_rows")
+
+
+@pytest.fixture(params=["c", "python"])
+def fast_helpers(request, monkeypatch):
+    """Run a fast-path test with the C helpers (fastact._fastcall, built by pip install) and
+    again with api's Python twins (what runs where the extension could not be built)."""
+    from fastact import api
+
+    if request.param == "c":
+        module = pytest.importorskip("fastact._fastcall")
+        for name in FAST_HELPERS:
+            assert getattr(api, name) is getattr(module, name.rsplit("_", 1)[1])
+    else:
+        for name in FAST_HELPERS:
+            monkeypatch.setattr(api, name, getattr(api, name + "_py"))
+    return request.param
 
 
 def _fast_path_forms():
@@ -489,7 +507,7 @@ def _fast_path_forms():
 
 @pytest.mark.parametrize("spec, form, kernel", _fast_path_forms(), ids=lambda c: getattr(
     c, "name", c) if not isinstance(c, str) or "_" in c else c)
-def test_fast_path_equals_the_normal_path(spec, form, kernel, dispatch_table):
+def test_fast_path_equals_the_normal_path(spec, form, kernel, dispatch_table, fast_helpers):
     from fastact import api
 
     if "numba" not in fa.backends():
@@ -547,7 +565,7 @@ def test_fast_path_equals_the_normal_path(spec, form, kernel, dispatch_table):
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
 @pytest.mark.parametrize("form", ["forward", "backward"])
-def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table):
+def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table, fast_helpers):
     """The softmax family's fast path (rows along the last axis, no mask, out or backend)
     gives what the normal path gives, for every shape it takes and leaves the rest to it."""
     from fastact import api
@@ -599,7 +617,7 @@ def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table):
         np.testing.assert_array_equal(fn(grad, y=frozen), fn(grad, y=y, backend="numba"))
 
 
-def test_fast_path_with_parameters_takes_only_validated_plain_values(monkeypatch):
+def test_fast_path_with_parameters_takes_only_validated_plain_values(monkeypatch, fast_helpers):
     """Parametrised ops: the fast path runs only parameter values that the normal path has
     validated, passed as plain floats; everything else (bools, ints, NumPy scalars, invalid or
     zero values) takes the normal path with its conversions and errors."""
@@ -650,7 +668,7 @@ def test_fast_path_with_parameters_takes_only_validated_plain_values(monkeypatch
     assert len(cache) <= api._FAST_PARAMS_MAX
 
 
-def test_fast_path_respects_context_and_arguments(monkeypatch):
+def test_fast_path_respects_context_and_arguments(monkeypatch, fast_helpers):
     from fastact.kernels import numpy_ref
 
     x = np.linspace(-2, 2, 64).astype(np.float32)
@@ -677,6 +695,57 @@ def test_fast_path_respects_context_and_arguments(monkeypatch):
         np.testing.assert_array_equal(fa.relu(a), np.maximum(a, 0).astype(a.dtype.newbyteorder("=")))
 
 
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_fast_helpers_take_only_qualifying_arrays(impl):
+    """The fast-path helpers run the entry only on exact, C-contiguous, aligned ndarrays of a
+    dtype in the table, below its size limit, with grad of the operand's dtype and shape (and
+    rows along the last axis); everything else returns None (the normal path runs) and
+    nothing is called."""
+    from fastact import api
+
+    if impl == "c":
+        module = pytest.importorskip("fastact._fastcall")
+        elementwise, backward, rows = module.elementwise, module.backward, module.rows
+    else:
+        elementwise, backward, rows = (api._fast_elementwise_py, api._fast_backward_py,
+                                       api._fast_rows_py)
+    ran = []
+
+    def entry(*args):
+        ran.append(tuple(a.shape if isinstance(a, np.ndarray) else a for a in args))
+        args[-1][...] = 7.0  # (the result, filled as a kernel would)
+
+    f32 = np.dtype(np.float32)
+    table = {f32: [entry, 100]}
+    x = np.linspace(-1, 1, 24, dtype=np.float32)
+    raw = np.zeros(24 * 4 + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32)
+    assert not unaligned.flags.aligned
+    refused = [x.astype(np.float64), x.astype(">f4"), x[::2], x.reshape(4, 6).T, unaligned,
+               np.linspace(-1, 1, 100, dtype=np.float32), x.view(np.matrix), [0.5, 1.0], None,
+               np.float32(0.5)]
+    for a in refused:
+        assert elementwise(table, a, (), 1) is None
+        assert backward(table, np.ones_like(x), a, ()) is None
+        assert rows(table, a, None, 1.0, -1) is None
+    for g in (x.astype(np.float64), x[:-1], x.reshape(4, 6), x[::-1].copy()[::-1], 1.0):
+        assert backward(table, g, x, ()) is None
+        assert rows(table, x, g, 1.0, -1) is None
+    assert backward(table, None, x, ()) is None
+    assert rows(table, x.reshape(4, 6), None, 1.0, 0) is None  # not the last axis
+    assert rows(table, x[:0], None, 1.0, -1) is None and rows(table, x[0], None, 1.0, -1) is None
+    assert ran == []
+    r = elementwise(table, x.reshape(2, 3, 4), (0.5,), 2)
+    assert [a.shape for a in r] == [(2, 3, 4)] * 2 and (r[1] == 7).all()
+    assert ran == [((24,), 0.5, (24,), (24,))]
+    assert backward(table, x, x, ()).shape == (24,) and ran[-1] == ((24,), (24,), (24,))
+    assert rows(table, x.reshape(2, 3, 4), x.reshape(2, 3, 4), 2.0, 2).shape == (2, 3, 4)
+    assert ran[-1] == ((6, 4), (6, 4), None, 2.0, (6, 4))
+    assert elementwise(table, x[:0], (), 1).shape == (0,)  # empty: the kernel's loop is empty
+    zero_d = elementwise(table, np.array(x[0]), (), 1)
+    assert zero_d.shape == () and zero_d == 7 and ran[-1] == ((1,), (1,))
+
+
 def test_read_only_inputs_compile_no_extra_numba_specialisation():
     """A read-only input (a broadcast mask, a read-only memmap) runs the kernel compiled for
     writeable arrays: Numba would otherwise compile a copy per read-only combination."""
@@ -700,9 +769,9 @@ def test_read_only_inputs_compile_no_extra_numba_specialisation():
     assert not y.flags.writeable and not x.flags.writeable  # the caller's arrays as they were
 
 
-def test_fast_path_takes_read_only_arrays_without_a_new_specialisation():
+def test_fast_path_takes_read_only_arrays_without_a_new_specialisation(fast_helpers):
     """Read-only inputs on the small-array fast path run the machine code compiled for writeable
-    arrays (api._call_read_only): the same results, the caller's flags kept, and no read-only
+    arrays (api._EntryPoint): the same results, the caller's flags kept, and no read-only
     specialisation compiled, for the elementwise forms and the softmax rows."""
     from fastact import api
     from fastact.kernels import numba_cpu

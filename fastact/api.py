@@ -890,6 +890,25 @@ def _range_check(fname: str, t: np.ndarray, C: int, ignore_index: int, shape: tu
         raise _range_error(fname, int(t[k]), k, C, ignore_index, shape)
 
 
+def _class_targets(fname: str, t: np.ndarray, C: int, ignore_index: int, shape: tuple,
+                   w) -> float:
+    """The class-index pre-pass: the range check (IndexError, before any kernel runs) and the
+    mean's denominator, the sum of the weights ``w`` (None: all ones) of the targets that are
+    not ``ignore_index``.  Usually two reductions (min, max): with every target in [0, C) and
+    ``ignore_index`` outside [min, max], nothing is ignored and nothing else is checked.  (Five
+    NumPy passes and a fancy index before: nll_loss on 128,000 rows of 32 float32 classes,
+    numba, 537 -> ~300 us, the kernel itself 124 us.)"""
+    if not t.size:
+        return 0.0
+    lo, hi = int(t.min()), int(t.max())
+    if lo < 0 or hi >= C:
+        _range_check(fname, t, C, ignore_index, shape)  # (ignored targets may lie outside)
+    if lo <= ignore_index <= hi:
+        keep = t != ignore_index
+        return float(np.count_nonzero(keep)) if w is None else float(np.sum(w[t[keep]]))
+    return float(t.size) if w is None else float(np.sum(w[t]))
+
+
 def _range_error(fname: str, value: int, k: int, C: int, ignore_index: int,
                  shape: tuple) -> IndexError:
     pos = tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
@@ -996,10 +1015,9 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
         t = t_raw.astype(np.int64, copy=False).reshape(-1)
         if t_raw.dtype.kind == "u" and t_raw.dtype.itemsize == 8:
             t = np.where(t_raw.reshape(-1) > np.iinfo(np.int64).max, np.int64(C), t)
-        _range_check(fname, t, C, ignore_index, loss_shape)
         t = np.ascontiguousarray(t)
-        keep = t != ignore_index
-        count = float(np.sum(w[t[keep]])) if rows else 0.0
+        count = _class_targets(fname, t, C, ignore_index, loss_shape,
+                               None if weight is None else w)
     _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=_validate.DTYPE_NAMES[cdtype],
                                   size=x.size)
     last = ax == x.ndim - 1

@@ -111,7 +111,8 @@ def test_helper_special_values():
         assert np.array_equal(np.signbit(got), np.signbit(want)), name
 
 
-TWINS = [op for op in _registry.elementwise_ops() if op.name in numba_cpu.FORMULAS32]
+TWINS = [op for op in _registry.elementwise_ops()
+         if op.name in numba_cpu.FORMULAS32 or f"{op.name}_derivative" in numba_cpu.FORMULAS32]
 #: non-default parameters that change the float32 arithmetic (rounded alpha, beta x split)
 VARIED = {"elu": {"alpha": 0.3}, "softplus": {"beta": 0.3, "threshold": 30.0},
           "gelu": {"approximate": "tanh"}}

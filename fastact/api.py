@@ -458,11 +458,10 @@ class _EntryPoint:
         self.kernel, self.slot = kernel, slot
 
     def __call__(self, *args) -> None:
-        import numba
+        from fastact.kernels.numba_cpu import writeable_entry
 
-        sig = tuple(numba.typeof(a).copy(readonly=False) if type(a) is _ndarray
-                    else numba.typeof(a) for a in args)
-        entry = self.slot[0] = self.kernel.compile(sig)
+        # (the fast path passes arrays, floats and None: there is always an entry point)
+        entry = self.slot[0] = writeable_entry(self.kernel, args) or self.kernel
         entry(*args)
 
 

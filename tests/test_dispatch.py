@@ -746,6 +746,42 @@ def test_fast_helpers_take_only_qualifying_arrays(impl):
     assert zero_d.shape == () and zero_d == 7 and ran[-1] == ((1,), (1,))
 
 
+def test_small_read_only_inputs_run_the_writeable_code():
+    """Below the parallel threshold, a Numba kernel given read-only inputs runs the machine
+    code compiled for writeable ones (numba_cpu.writeable_entry, no views): the same results,
+    no new specialisation, the caller's flags kept.  Ops without a fast path: gated units,
+    prelu, elementwise and row losses."""
+    if "numba" not in fa.backends():
+        pytest.skip("numba unavailable")
+    from fastact.kernels import numba_cpu
+
+    x = (np.sin(np.arange(240.0)) * 3).astype(np.float32).reshape(4, 60)
+    y = np.cos(np.arange(240.0)).astype(np.float32).reshape(4, 60)
+    target = np.arange(4) * 7
+    cases = {
+        "glu_forward": lambda a, b: fa.glu(a, backend="numba"),
+        "swiglu_backward": lambda a, b: fa.swiglu_backward(b, a=a, b=b, backend="numba"),
+        "prelu_forward": lambda a, b: fa.prelu(a, b[0, :1], backend="numba"),
+        "mse_loss_and_grad": lambda a, b: fa.mse_loss_and_grad(a, b, backend="numba"),
+        "cross_entropy_and_grad": lambda a, b: fa.cross_entropy_and_grad(a, target,
+                                                                         backend="numba"),
+    }
+    for kernel, call in cases.items():
+        want = call(x, y)
+        serial = numba_cpu.KERNELS[kernel].serial
+        before = list(serial.signatures)
+        a, b = x.copy(), y.copy()
+        a.setflags(write=False)
+        b.setflags(write=False)
+        got = call(a, b)
+        for w, r in zip(want if isinstance(want, tuple) else (want,),
+                        got if isinstance(got, tuple) else (got,)):
+            np.testing.assert_array_equal(np.asarray(r), np.asarray(w), err_msg=kernel)
+        assert not a.flags.writeable and not b.flags.writeable
+        assert list(serial.signatures) == before, (kernel, serial.signatures)
+        assert any(key[0] is serial for key in numba_cpu._WRITEABLE_ENTRIES), kernel
+
+
 def test_read_only_inputs_compile_no_extra_numba_specialisation():
     """A read-only input (a broadcast mask, a read-only memmap) runs the kernel compiled for
     writeable arrays: Numba would otherwise compile a copy per read-only combination."""

@@ -474,10 +474,12 @@ DISPATCH_SLACK = 1.10
 
 def dispatch_check(records: list[dict], markdown: bool = False) -> str:
     """Issue 7's dispatch goal: in every group, the automatic call (``auto``) within 10% of the
-    fastest fastact backend timed in the same group.  The table lists the groups that miss it;
-    both columns are timed back to back, so a miss by a few percent can be noise (at 1e3
-    elements every call takes the general path: the suite's inputs are read-only)."""
-    rows, total = [], 0
+    fastest fastact backend timed in the same group, on medians.  The table lists the groups
+    that miss it, with the same ratio on best-of-rounds times: both columns run the same kernel
+    (the table's choice) when the choice is right, so a miss that is within 10% on best times
+    is more likely the host's noise than a wrong choice; both are reported, the goal is judged
+    on medians."""
+    rows, total, close_on_min = [], 0, 0
     for key, entries in sorted(op_groups(records).items()):
         ours = entries.get(AUTO)
         name, fastest = best(entries, BACKEND_COLUMNS)
@@ -485,18 +487,24 @@ def dispatch_check(records: list[dict], markdown: bool = False) -> str:
             continue
         total += 1
         ratio = ours["median"] / fastest["median"]
+        fastest_min = min(entries[c]["min"] for c in BACKEND_COLUMNS if c in entries)
+        ratio_min = ours["min"] / fastest_min
         if ratio > DISPATCH_SLACK:
+            close_on_min += ratio_min <= DISPATCH_SLACK
             rows.append([f"{key[0]} {key[1]}", key[2], size_label(key),
                          format_time(ours["median"]), f"{name} {format_time(fastest['median'])}",
-                         f"{ratio:.2f}x"])
+                         f"{ratio:.2f}x", f"{ratio_min:.2f}x"])
     if not total:
         return ""
     heading = "### " if markdown else "== "
     lines = [f"{heading}dispatch: auto within {DISPATCH_SLACK - 1:.0%} of the fastest backend "
-             f"in {total - len(rows)} of {total} groups", ""]
+             f"in {total - len(rows)} of {total} groups (medians)", ""]
     if rows:
-        lines += [format_table(["group", "dtype", "size", "auto", "fastest backend",
-                                "auto / fastest"], rows, markdown, align="llllll"), ""]
+        lines += [f"Of the {len(rows)} misses, {close_on_min} are within "
+                  f"{DISPATCH_SLACK - 1:.0%} on best-of-rounds times (last column).", "",
+                  format_table(["group", "dtype", "size", "auto", "fastest backend",
+                                "auto / fastest", "on best times"], rows, markdown,
+                               align="lllllll"), ""]
     return "\n".join(lines)
 
 

@@ -422,9 +422,10 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
             f"backend)\n")
 
 
-#: kernel name -> {dtype: (serial Numba kernel, size limit)}: the fast path's table, filled by
-#: the first call that takes the normal path with automatic dispatch (so the choice is the
-#: dispatcher's), emptied when the dispatch table changes.
+#: kernel name -> {dtype: [serial Numba kernel's entry point (an _EntryPoint until the first
+#: call), size limit]}: the fast path's table, filled by the first call that takes the normal
+#: path with automatic dispatch (so the choice is the dispatcher's), emptied when the dispatch
+#: table changes.
 _FAST: dict = {f"{op.name}_{form}": {} for op in _registry.elementwise_ops()
                for form in ("forward", "derivative", "and_derivative", "backward")
                + (("backward_from_y",) if op.y_backward is not None else ())}

@@ -230,3 +230,34 @@ def test_report_on_a_real_pytest_benchmark_run(tmp_path):
 
 def test_every_registry_form_has_a_numpy_baseline():
     assert _bench.missing_baselines() == []
+
+
+def test_report_dispatch_check_counts_misses_on_medians_and_shows_best_times(tmp_path):
+    """The dispatch check: ``auto`` against the fastest fastact backend of each group on
+    medians (the goal), each miss also on best-of-rounds times (noise or a wrong choice)."""
+    n = 1_000_000
+
+    def entry(op, backend, median, best):
+        e = _bench_entry(op, "forward", "float32", n, backend, median, 8 * n)
+        e["stats"]["min"] = best
+        return e
+
+    entries = [
+        entry("sigmoid", "auto", 1.3e-3, 0.95e-3), entry("sigmoid", "numba", 1.0e-3, 0.9e-3),
+        entry("tanh", "auto", 2.0e-3, 1.8e-3), entry("tanh", "numba", 2.2e-3, 2.0e-3),
+        entry("tanh", "cython", 1.0e-3, 0.9e-3),
+        entry("relu", "auto", 1.05e-3, 1.0e-3), entry("relu", "numba", 1.0e-3, 0.9e-3),
+        entry("relu", "torch", 0.5e-3, 0.4e-3),  # (a peer: not a fastact backend)
+    ]
+    path = tmp_path / "dispatch.json"
+    path.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": entries,
+                                "datetime": "2024-01-01T00:00:00", "version": "5.1.0"}))
+    out = _ok(_run(REPORT, path, "--markdown"))
+    section = out.split("### dispatch:")[1]
+    assert section.startswith(" auto within 10% of the fastest backend in 1 of 3 groups")
+    assert "Of the 2 misses, 1 are within 10% on best-of-rounds times" in section
+    sigmoid = next(line for line in section.splitlines() if line.startswith("| sigmoid"))
+    tanh = next(line for line in section.splitlines() if line.startswith("| tanh"))
+    assert "1.30x" in sigmoid and "1.06x" in sigmoid     # 1.3 / 1.0; 0.95 / 0.9
+    assert "cython" in tanh and "2.00x" in tanh          # 2.0 / 1.0 on both
+    assert not any(line.startswith("| relu") for line in section.splitlines())

@@ -474,7 +474,7 @@ def test_warmup():
 
 FAST_OPS = list(_registry.elementwise_ops())
 #: api's fast-path helpers: the C ones (fastact._fastcall) and their pure-Python twins
-FAST_HELPERS = ("_fast_elementwise", "_fast_backward", "_fast_rows")
+FAST_HELPERS = ("_fast_elementwise", "_fast_backward", "_fast_rows", "_fast_row_loss")
 
 
 @pytest.fixture(params=["c", "python"])
@@ -486,7 +486,7 @@ def fast_helpers(request, monkeypatch):
     if request.param == "c":
         module = pytest.importorskip("fastact._fastcall")
         for name in FAST_HELPERS:
-            assert getattr(api, name) is getattr(module, name.rsplit("_", 1)[1])
+            assert getattr(api, name) is getattr(module, name[len("_fast_"):])
     else:
         for name in FAST_HELPERS:
             monkeypatch.setattr(api, name, getattr(api, name + "_py"))
@@ -617,6 +617,86 @@ def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table, fast_h
         np.testing.assert_array_equal(fn(grad, y=frozen), fn(grad, y=y, backend="numba"))
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("form", ["forward", "and_grad"])
+def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, fast_helpers):
+    """cross_entropy / nll_loss (and_grad) on small (N, C) logits with int64 targets: the fast
+    path's loss (value and NumPy scalar type) and gradient are bitwise the normal path's, and
+    every call it does not take (ignored or out-of-range targets, weights, other dtypes,
+    shapes, axes, reductions, smoothing values) still gets the normal path's result or error."""
+    from fastact import api
+
+    if "numba" not in fa.backends():
+        pytest.skip("the fast path is the Numba backend's")
+    dispatch_table(_table({}))  # Numba at every size: the fast path is enabled
+    fn = getattr(fa, name if form == "forward" else f"{name}_and_grad")
+    rng = np.random.default_rng(3)
+    smoothing = {"label_smoothing": 0.1} if name == "cross_entropy" else {}
+
+    def check(x, t, **kw):
+        got = fn(x, t, **kw)
+        want = fn(x, t, backend=_config.BACKEND or "numba", **kw)  # the normal path
+        got, want = (got, want) if form == "and_grad" else ((got,), (want,))
+        assert type(got[0]) is type(want[0]), (type(got[0]), type(want[0]))
+        np.testing.assert_array_equal(got[0], want[0])
+        if form == "and_grad":
+            assert got[1].dtype == want[1].dtype and got[1].shape == want[1].shape
+            np.testing.assert_array_equal(got[1], want[1])
+            assert got[1] is not x
+        return got[0]
+
+    x = (rng.standard_normal((32, 100)) * 3).astype(np.float32)
+    t = rng.integers(0, 100, 32)
+    fn(x, t)  # fills the table
+    kernel = f"{name}_{form}"
+    if _config.BACKEND is not None:
+        assert not api._FAST[kernel]
+        return
+    assert api._FAST[kernel], "fast path not enabled by an automatic call"
+    for shape in ((32, 100), (1, 1), (5, 3), (257, 7), (3, 1000)):
+        xs = (rng.standard_normal(shape) * 4).astype(np.float64)
+        ts = rng.integers(0, shape[1], shape[0])
+        for dtype in (np.float32, np.float64):
+            for reduction in ("mean", "sum"):
+                check(xs.astype(dtype), ts, reduction=reduction)
+                check(xs.astype(dtype), ts, reduction=reduction, axis=-1, **smoothing)
+    # what the fast path leaves to the normal path: the same results and errors
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    check(frozen, t)
+    t_ignored = t.copy()
+    t_ignored[::3] = -100
+    check(x, t_ignored)
+    check(x, np.where(t > 50, 7, t), ignore_index=7)
+    check(x, t.astype(np.int32))
+    check(x, t, weight=np.linspace(0.5, 2, 100))
+    check(x, t, reduction="none")
+    check(x.T.copy(), t, axis=0)
+    check(x[:, ::2], t // 2)
+    check(x.reshape(4, 8, 100).transpose(0, 2, 1).copy(), t.reshape(4, 8))
+    check(x.astype(np.float16), t)
+    check(x[:0], t[:0])
+    if name == "cross_entropy":
+        check(x, t, label_smoothing=1)
+        check(x, t, label_smoothing=np.float64(0.25))
+    huge = np.array([[3e38, -3e38], [-3e38, 3e38]], np.float32)
+    with np.errstate(all="raise"):  # (the loss overflows to inf without a warning)
+        assert check(huge, np.array([1, 0]), reduction="sum") == np.inf
+    for bad in (np.array([0, 100] * 16), np.array([-1] + [0] * 31)):
+        with pytest.raises(IndexError) as fast_error:
+            fn(x, bad)
+        with pytest.raises(IndexError) as normal_error:
+            fn(x, bad, backend="numba")
+        assert str(fast_error.value) == str(normal_error.value)
+    with pytest.raises(ValueError, match="reduction"):
+        fn(x, t, reduction="avg")
+    with pytest.raises(ValueError, match="shape"):
+        fn(x, t[:-1])
+    if name == "cross_entropy":
+        with pytest.raises(ValueError, match="label_smoothing"):
+            fn(x, t, label_smoothing=1.5)
+
+
 def test_fast_path_with_parameters_takes_only_validated_plain_values(monkeypatch, fast_helpers):
     """Parametrised ops: the fast path runs only parameter values that the normal path has
     validated, passed as plain floats; everything else (bools, ints, NumPy scalars, invalid or
@@ -744,6 +824,77 @@ def test_fast_helpers_take_only_qualifying_arrays(impl):
     assert elementwise(table, x[:0], (), 1).shape == (0,)  # empty: the kernel's loop is empty
     zero_d = elementwise(table, np.array(x[0]), (), 1)
     assert zero_d.shape == () and zero_d == 7 and ran[-1] == ((1,), (1,))
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_fast_row_loss_helpers_take_only_qualifying_arrays(impl):
+    """The row-loss fast-path helper runs the entry only on an exact, C-contiguous, aligned
+    (N, C) array of a dtype in the table below its size limit and a 1-D int64 target of N
+    classes in [0, C), none equal to ignore_index; it passes the kernel's arguments (unit
+    weights, the gradient scale of the reduction) and sums the per-row losses as np.sum."""
+    from fastact import api
+
+    if impl == "c":
+        row_loss = pytest.importorskip("fastact._fastcall").row_loss
+    else:
+        row_loss = api._fast_row_loss_py
+    ran = []
+
+    def entry(*args):
+        ran.append(args)
+        losses = args[-2] if isinstance(args[-3], np.ndarray) and args[-3].size == 1 else args[-1]
+        if len(args) in (7, 8):  # with the gradient: (..., g, losses, grad)
+            args[-2][...] = np.arange(args[-2].size) * 0.1 + 1e-3
+            args[-1][...] = 7.0
+        else:
+            args[-1][...] = np.arange(args[-1].size) * 0.1 + 1e-3
+        del losses
+
+    f32 = np.dtype(np.float32)
+    table = {f32: [entry, 100]}
+    x = np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4)
+    t = np.array([0, 3, 1, 2, 2, 0])
+    ones: dict = {}
+    raw = np.zeros(24 * 4 + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(6, 4)
+    refused_x = [x.astype(np.float64), x.astype(">f4"), x[::2], x.T, unaligned, x.reshape(-1),
+                 x.reshape(2, 3, 4), np.zeros((10, 10), np.float32), x.view(np.matrix), x[:0],
+                 x.tolist(), None]
+    refused_t = [t.astype(np.int32), t.astype(np.uint64), t.astype(np.float64), t[:-1],
+                 t.reshape(2, 3), np.repeat(t, 2)[::2], np.array([0, 4, 1, 2, 2, 0]),
+                 np.array([0, -1, 1, 2, 2, 0]), list(t), None]
+    for a in refused_x:
+        assert row_loss(table, a, t, -100, None, True, False, ones) is None
+    for b in refused_t:
+        assert row_loss(table, x, b, -100, 0.0, True, True, ones) is None
+    for ignored in (0, 2, 3):  # a target equal to ignore_index: the normal path counts
+        assert row_loss(table, x, t, ignored, None, True, False, ones) is None
+    assert ran == [] and ones == {}
+    parts = np.arange(6) * 0.1 + 1e-3
+    total = row_loss(table, x, t, -100, 0.25, False, False, ones)
+    assert type(total) is float and total == float(np.sum(parts))
+    (xa, ta, w, ii, sm, losses) = ran[-1]
+    assert xa is x and ta is t and ii == -100 and sm == 0.25 and losses.shape == (6,)
+    assert w.dtype == np.float64 and w.shape == (4,) and (w == 1).all() and ones[4] is w
+    total, grad = row_loss(table, x, t, 4, None, True, True, ones)
+    assert total == float(np.sum(parts)) / 6
+    assert grad.shape == (6, 4) and grad.dtype == np.float32 and (grad == 7).all()
+    (xa, ta, w2, ii, g, losses, gr) = ran[-1]
+    assert w2 is w and ii == 4 and g.tolist() == [1 / 6] and gr is grad
+
+
+def test_float64_sum_is_numpys_sum():
+    """fastact._fastcall's pairwise sum (the row-loss fast path's reduction) is bitwise np.sum,
+    over the block boundaries of NumPy's pairwise summation."""
+    module = pytest.importorskip("fastact._fastcall")
+    rng = np.random.default_rng(5)
+    for n in list(range(300)) + [511, 512, 513, 1000, 1024, 4097, 65536 + 5, 300001]:
+        a = rng.standard_normal(n) * rng.choice([1.0, 1e8, 1e-8], n)
+        assert module.float64_sum(a) == float(np.sum(a)), n
+    with pytest.raises(TypeError):
+        module.float64_sum(np.ones(4, np.float32))
+    with pytest.raises(TypeError):
+        module.float64_sum(np.ones(8)[::2])
 
 
 def test_small_read_only_inputs_run_the_writeable_code():

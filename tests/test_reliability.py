@@ -465,6 +465,54 @@ def test_cache_never_reuses_kernels_from_older_sources(env, tmp_path):
     assert os.path.isdir(first["cache"]) and os.path.isdir(second["cache"])
 
 
+#: Serial and parallel twins of an elementwise op, a row op and a fused loss, then a user's own
+#: Numba function compiled afterwards in the same process.
+CACHED_LOAD = r'''
+import json, sys, time
+import numpy as np
+t0 = time.perf_counter()
+import fastact as fa
+from fastact import _config
+small = np.linspace(-6, 6, 1000).astype(np.float32)
+big = np.linspace(-6, 6, 4 * _config.PARALLEL_THRESHOLD).astype(np.float64)
+logits = np.linspace(-3, 3, 64 * 1024).astype(np.float32).reshape(64, 1024)
+target = np.arange(64) % 1024
+s = fa.tanh(small)
+first = time.perf_counter() - t0
+b = fa.sigmoid(big, backend="numba")
+m = fa.softmax(logits, backend="numba")
+loss, grad = fa.cross_entropy_and_grad(logits, target, backend="numba")
+arraymath = "numba.np.arraymath" in sys.modules
+import numba
+@numba.njit
+def user_code(a):
+    return np.sum(np.exp(a))
+u = user_code(big)
+print(json.dumps({"first": first, "arraymath": arraymath,
+                  "tanh": float(abs(s.astype(float) - np.tanh(small.astype(float))).max()),
+                  "sigmoid": float(abs(b - 1 / (1 + np.exp(-big))).max()),
+                  "softmax": float(abs(m.sum(-1) - 1).max()),
+                  "loss": float(loss), "grad": float(abs(grad.sum(-1)).max()),
+                  "user": float(u), "user_expected": float(np.exp(big).sum())}))
+'''
+
+
+@requires_numba
+def test_cached_kernels_load_without_the_compilers_set_up(env):
+    """Kernels on disk load without Numba's lowering registries (whose set-up imports
+    ``scipy.linalg`` where SciPy is installed: 0.2 s of the first call), compute correctly in
+    both twins, and Numba code compiled afterwards in the same process still works."""
+    run_python(CACHED_LOAD, env)  # compiles whatever the shared cache lacks
+    out = run_python(CACHED_LOAD, env)
+    assert out["arraymath"] is False, "a cached kernel's load set up Numba's compiler"
+    assert out["tanh"] <= 1e-6 and out["sigmoid"] <= 1e-15 and out["softmax"] <= 1e-5
+    z = np.linspace(-3, 3, 64 * 1024).astype(np.float32).astype(np.float64).reshape(64, 1024)
+    expected = np.mean(np.log(np.exp(z).sum(-1)) - z[np.arange(64), np.arange(64)])
+    assert abs(out["loss"] - expected) <= 1e-5 * abs(expected)
+    assert out["grad"] <= 1e-6
+    assert abs(out["user"] - out["user_expected"]) <= 1e-12 * out["user_expected"]
+
+
 # ------------------------------------------------------------------------------------------------
 # 6. floating-point environment: nothing leaks flush-to-zero / denormals-are-zero
 # ------------------------------------------------------------------------------------------------

@@ -52,6 +52,11 @@ from numba import types as nbtypes
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+try:  # the runtime a kernel loaded from the disk cache needs (_TolerantCache)
+    from numba.core.runtime import rtsys as _rtsys
+except ImportError:  # pragma: no cover - a Numba without it: the public cache API runs
+    _rtsys = None
+
 from .. import _config, _math, _math32, _registry
 
 #: Compilation options for every kernel.  Never ``fastmath`` (DESIGN.md section 4).
@@ -151,12 +156,31 @@ class _TolerantCache:
 
     def load_overload(self, sig, target_context):
         try:
-            return self._inner.load_overload(sig, target_context)
+            return self._load_without_refresh(sig, target_context)
         except Exception as exc:  # damaged index or data file: recompile
             log.debug("fastact: ignoring a damaged kernel cache entry (%s: %s)",
                       type(exc).__name__, exc)
             self._discard_index()
             return None
+
+    def _load_without_refresh(self, sig, target_context):
+        """Numba's ``load_overload`` without its ``target_context.refresh()``.
+
+        The refresh installs every lowering registry (the compiler needs them; machine code
+        loaded from disk does not) and, through ``numba.np.arraymath``, imports
+        ``scipy.linalg`` to probe for BLAS where SciPy is installed: 0.2 s of the first call
+        in a fresh process, none of it used by a cached kernel.  The loaded code needs only
+        the runtime (NRT) symbols, which ``rtsys.initialize`` registers, plus the math and
+        Python-API symbols that the context's creation already registered; the parallel
+        twins' threading layer is launched by the cached code's own ``reload_init``.  Any
+        later compilation refreshes the context itself (``numba.core.compiler``).  Where
+        Numba's private API differs, the public ``load_overload`` runs instead.
+        """
+        load = getattr(self._inner, "_load_overload", None)
+        if load is None or _rtsys is None:
+            return self._inner.load_overload(sig, target_context)
+        _rtsys.initialize(target_context)
+        return load(sig, target_context)
 
     def save_overload(self, sig, data):
         for attempt in range(2):

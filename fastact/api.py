@@ -507,6 +507,26 @@ def _fast_backward_py(table: dict, grad, operand, params: tuple):
     return result
 
 
+class _SizedEntry:
+    """A ``whole`` fast-path entry (``_fast_fill``): below the parallel threshold the serial
+    twin's entry point (an _EntryPoint until its first call), else the public kernel, which
+    runs the parallel twin; the size is the one the kernel decides by (``size_index``).
+    (``fa.nll_loss`` on 32 x 100 float32: 2.2 us through the kernel object, 1.4 us so.)"""
+
+    __slots__ = ("kernel", "threshold", "small", "index")
+
+    def __init__(self, kernel, threshold: int):
+        self.kernel, self.threshold = kernel, threshold
+        self.small = _fast_entry(kernel.serial, threshold)
+        self.index = kernel._size_index
+
+    def __call__(self, *args) -> None:
+        if args[self.index].size < self.threshold:
+            self.small[0](*args)
+        else:
+            self.kernel(*args)
+
+
 def _fast_entry(kernel, limit: int) -> list:
     """A fast-path table entry: [callable, size limit] (see _EntryPoint)."""
     slot = [None, limit]
@@ -540,7 +560,7 @@ def _clear_fast_path() -> None:
 _dispatch.TABLE_LISTENERS.append(_clear_fast_path)
 
 
-def _fast_fill(kernel_name: str, key: str, backend, module) -> None:
+def _fast_fill(kernel_name: str, key: str, backend, module, whole: bool = False) -> None:
     """Record the serial kernel for the fast path, when automatic dispatch chose Numba.
 
     The fast path runs exactly what the normal path would run for a small C-contiguous
@@ -550,6 +570,10 @@ def _fast_fill(kernel_name: str, key: str, backend, module) -> None:
     the normal path has validated before, see ``_remember_params``).
     Measured: ``fa.relu`` on 1,000 float32 elements 7.3 -> ~1 us (``np.maximum(x, 0)`` ~0.9 us);
     the benchmark group is ``relu-forward-float32-1000``.
+
+    ``whole``: record the public kernel itself (serial or parallel by size, as the normal
+    path calls it) up to the table's Numba range, for the row losses, whose fast path pays off
+    beyond the parallel threshold (its Python pre-pass and reduction cost ~13 us).
     """
     table = _FAST.get(kernel_name)
     if (table is None or backend is not None or _dispatch._context.get() is not None
@@ -563,10 +587,11 @@ def _fast_fill(kernel_name: str, key: str, backend, module) -> None:
         return  # (no serial twin: a wrapped kernel, tests recording calls; no shortcut)
     dispatch = _dispatch.dispatch_table()
     for dtype in _FAST_DTYPES:
-        limit = threshold if dispatch is None else min(
-            threshold, dispatch.limit(key, dtype.name, "numba"))
+        cap = 2**62 if whole else threshold
+        limit = cap if dispatch is None else min(cap, dispatch.limit(key, dtype.name, "numba"))
         if limit > 0:
-            table[dtype] = _fast_entry(serial, limit)
+            table[dtype] = ([_SizedEntry(getattr(module, kernel_name), threshold), limit]
+                            if whole else _fast_entry(serial, limit))
 
 
 def _define_elementwise() -> None:
@@ -1015,7 +1040,7 @@ def _row_loss(name: str, form: str, grad_loss, input, target, weight, ignore_ind
     _, module = _dispatch.resolve(backend, key=fname[len(_PREFIX):], dtype=_validate.DTYPE_NAMES[cdtype],
                                   size=x.size)
     if not prob and form != "backward":
-        _fast_fill(f"{name}_{form}", fname[len(_PREFIX):], backend, module)
+        _fast_fill(f"{name}_{form}", fname[len(_PREFIX):], backend, module, whole=True)
     last = ax == x.ndim - 1
 
     def to_rows(a, dtype):
@@ -1191,12 +1216,12 @@ def _row_loss_fast(name: str, form: str, x, target, ignore_index, reduction, smo
     plain int ``ignore_index`` outside the targets' range, ``label_smoothing`` a plain float in
     [0, 1].  The pre-pass is the normal path's (min and max of the targets, before any kernel
     runs); every target in [0, C) and none ignored, so the mean divides by N.  The kernel is
-    the one the normal path would run (``_fast_fill``: the serial Numba twin, where automatic
-    dispatch picks Numba) with the same arguments, and the loss is summed (NumPy's pairwise
-    order) and rounded as there, so the results are bitwise the normal path's (tested).
-    ``fa.cross_entropy_and_grad`` on 32 x 100 float32 logits 24.1 -> ~10 us with the Python
-    twin (``_fast_row_loss_py``), ~6 us in C (``fastact._fastcall.row_loss``); the benchmark
-    group cross_entropy-and_grad-float32-32x100.
+    the one the normal path would run (``_fast_fill(whole=True)``: the Numba kernel, serial or
+    parallel by size, where automatic dispatch picks Numba) with the same arguments, and the
+    loss is summed (NumPy's pairwise order) and rounded as there, so the results are bitwise
+    the normal path's (tested).  ``fa.cross_entropy_and_grad`` on 32 x 100 float32 logits 24.1
+    -> ~10 us with the Python twin (``_fast_row_loss_py``), ~6 us in C
+    (``fastact._fastcall.row_loss``); ``fa.nll_loss`` 17.7 -> 1.4 us.
     """
     if (weight is not None or out is not None or backend is not None
             or not (axis is None or (type(axis) is int and (axis == -1 or axis == 1)))

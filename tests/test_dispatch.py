@@ -653,7 +653,8 @@ def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, f
         assert not api._FAST[kernel]
         return
     assert api._FAST[kernel], "fast path not enabled by an automatic call"
-    for shape in ((32, 100), (1, 1), (5, 3), (257, 7), (3, 1000)):
+    # (the last two: above the parallel threshold in elements, and in rows)
+    for shape in ((32, 100), (1, 1), (5, 3), (257, 7), (3, 1000), (300, 128), (40000, 2)):
         xs = (rng.standard_normal(shape) * 4).astype(np.float64)
         ts = rng.integers(0, shape[1], shape[0])
         for dtype in (np.float32, np.float64):

@@ -43,6 +43,53 @@ _reasons: dict[str, str] = {}
 _num_threads: int | None = None
 
 
+#: GOMP_SPINCOUNT for the OpenMP runtime (libgomp) that the Cython kernels load, where the
+#: user has set neither it nor OMP_WAIT_POLICY: how long (in pause instructions) an OpenMP
+#: thread spins after a parallel region before it sleeps.  libgomp's default, 300,000 (~8 ms
+#: here), keeps every core busy long after a Cython kernel returns, and whatever runs next
+#: competes with it: on the 2-core development machine a 200x200 np.dot (OpenBLAS, 0.29 ms
+#: alone) took 7.9 ms right after a 1e5-element Cython call, 0.2-0.5 ms with 10,000; Numba's
+#: TBB pool lost up to 2x on the call after a Cython one.  Back-to-back Cython calls are
+#: unchanged (relu on 40,000 float32 elements 8 us); a Cython call after 0.5-2 ms of other
+#: work pays ~40-60 us more to wake the threads (tanh 1e5: 88 -> 131 us).  Measured with
+#: benchmarks/tools/openmp_spin_experiment.py.
+OMP_SPINCOUNT = "10000"
+#: How the Cython kernels' OpenMP spin was set (backend_info()["cython"]["omp_spin"]).
+_omp_spin_state = {"how": "not loaded"}
+
+
+@contextlib.contextmanager
+def _libgomp_spin():
+    """Import the OpenMP kernels with GOMP_SPINCOUNT=OMP_SPINCOUNT in the environment, which
+    libgomp reads once, when it is loaded; the variable is removed afterwards (child processes
+    and other libraries see the environment as it was).  No effect where libgomp is already
+    loaded (its setting stands) or the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY."""
+    user = [k for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY") if k in os.environ]
+    if user:
+        _omp_spin_state["how"] = "as set by " + ", ".join(f"{k}={os.environ[k]}" for k in user)
+        yield
+        return
+    if _libgomp_loaded():
+        _omp_spin_state["how"] = ("libgomp's own setting (it was loaded before the Cython "
+                                  "kernels)")
+        yield
+        return
+    os.environ["GOMP_SPINCOUNT"] = OMP_SPINCOUNT
+    try:
+        yield
+    finally:
+        os.environ.pop("GOMP_SPINCOUNT", None)
+    _omp_spin_state["how"] = f"GOMP_SPINCOUNT={OMP_SPINCOUNT} (fastact's default)"
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as f:
+            return "libgomp" in f.read()
+    except OSError:  # not Linux: assume not (the variable is then set and removed unused)
+        return False
+
+
 def _load(name: str):
     """The kernel module of backend ``name``, or None (with the reason in ``_reasons``)."""
     if name in _loaded:
@@ -52,7 +99,8 @@ def _load(name: str):
         module = _load_cuda()
     else:
         try:
-            module = importlib.import_module(_MODULES[name])
+            with _libgomp_spin() if name == "cython" else contextlib.nullcontext():
+                module = importlib.import_module(_MODULES[name])
         except ImportError as exc:
             what = {"numba": "numba is not importable",
                     "cython": "the compiled extension fastact.kernels._cython_kernels is "
@@ -321,6 +369,8 @@ def backend_info() -> dict:
                 entry["openmp_reason"] = (
                     "built without OpenMP (the C compiler did not accept -fopenmp): kernels run "
                     "on one thread; automatic dispatch prefers numba when it is available")
+        if name == "cython" and entry.get("openmp"):
+            entry["omp_spin"] = _omp_spin_state["how"]
         info[name] = entry
     info["threads"] = {
         "set_num_threads": _num_threads,

@@ -1117,6 +1117,38 @@ def test_fast_path_obeys_the_table(dispatch_table, monkeypatch):
     assert ran == [300, 10], ran
 
 
+OMP_SPIN_PROBE = """
+import json, os
+import numpy as np
+import fastact as fa
+x = np.linspace(-1, 1, 4096).astype(np.float32)
+y = fa.tanh(x, backend="cython")
+print(json.dumps({"spin": fa.backend_info()["cython"].get("omp_spin"),
+                  "env": os.environ.get("GOMP_SPINCOUNT"),
+                  "ok": bool(np.allclose(y, np.tanh(x), rtol=1e-6))}))
+"""
+
+
+def test_cython_kernels_load_with_a_short_openmp_spin(subprocess_env):
+    """The Cython kernels' libgomp is loaded with fastact's GOMP_SPINCOUNT (libgomp's default
+    spin kept the cores busy for ~8 ms after each call; see _dispatch.OMP_SPINCOUNT) and the
+    variable is gone from the environment afterwards; a user's GOMP_SPINCOUNT or
+    OMP_WAIT_POLICY wins."""
+    if "cython" not in fa.backends() or not fa.backend_info()["cython"].get("openmp"):
+        pytest.skip("the Cython kernels are not built with OpenMP here")
+    from fastact import _dispatch
+
+    env = {k: v for k, v in subprocess_env.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = run_python(OMP_SPIN_PROBE, env)
+    assert out["ok"] and out["env"] is None
+    assert out["spin"] == f"GOMP_SPINCOUNT={_dispatch.OMP_SPINCOUNT} (fastact's default)"
+    out = run_python(OMP_SPIN_PROBE, dict(env, GOMP_SPINCOUNT="123"))
+    assert out["ok"] and out["env"] == "123" and out["spin"] == "as set by GOMP_SPINCOUNT=123"
+    out = run_python(OMP_SPIN_PROBE, dict(env, OMP_WAIT_POLICY="passive"))
+    assert out["ok"] and out["env"] is None and "OMP_WAIT_POLICY=passive" in out["spin"]
+
+
 def test_cache_table_environment_and_info(tmp_path, subprocess_env):
     """FASTACT_DISPATCH_TABLE: a file, 'off', or a bad file (ignored with a warning);
     backend_info()['dispatch'] says which table is active."""

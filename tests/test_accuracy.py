@@ -267,6 +267,39 @@ def test_elementwise_params(spec, form, use_y, params, layout, dtype, backend):
     run_elementwise(spec, form, use_y, params, layout, dtype, backend)
 
 
+def test_gelu_derivative_near_its_zero(backend):
+    """gelu'(x) = Phi(x) + x phi(x) crosses zero at x0 = -0.75179...: the direct form cancels
+    two terms of ~0.23 there (up to ~3,800 float64 ULP in every backend before _math's series
+    about x0, found by test_properties).  Every form that evaluates it stays within 8 ULP per
+    element, with no floor from larger elements of the call: points around x0 (within a few
+    ULP and further), across [-1.6, -0.3] and at the series window's edges."""
+    spec = _registry.get("gelu")
+    x0 = -0.7517915246935645
+    ulp = np.spacing(abs(x0))
+    edges = np.array([-1.4, -0.5])
+    x = np.concatenate([x0 + np.arange(-40, 41) * ulp, x0 + np.geomspace(1e-14, 0.1, 60),
+                        x0 - np.geomspace(1e-14, 0.1, 60), np.linspace(-1.6, -0.3, 1301),
+                        edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])
+    # (the oracle's 30-digit mpmath reference has ~1e-31 absolute error from the cancellation
+    # itself, 27 ULP of the results next to x0: 60 digits here)
+    with mpmath.workdps(60):
+        ref = np.array([mpmath.nstr(mpmath.ncdf(v) + v * mpmath.npdf(v), 30)
+                        for v in map(mpmath.mpf, x.tolist())], dtype=np.longdouble)
+    np.testing.assert_allclose(ref, oracle.elementwise(spec, "derivative", np.float64, x=x),
+                               rtol=1e-12, atol=1e-28)
+    floor = oracle.tiny(np.float64)
+    results = {"derivative": fa.gelu_derivative(x, backend=backend),
+               "and_derivative": fa.gelu_and_derivative(x, backend=backend)[1],
+               "backward": fa.gelu_backward(np.ones_like(x), x=x, backend=backend)}
+    for form, got in results.items():
+        oracle.assert_close(f"gelu {form} near its zero, backend={backend}", got, ref,
+                            np.float64, inputs={"x": x}, ulps=8, floor=floor)
+    # and geglu's backward, whose a-gradient is grad * b * gelu'(a)
+    da, _ = fa.geglu_backward(np.ones_like(x), a=x, b=np.ones_like(x), backend=backend)
+    oracle.assert_close(f"geglu backward near gelu's zero, backend={backend}", da, ref,
+                        np.float64, inputs={"x": x}, ulps=8, floor=floor)
+
+
 # ------------------------------------------------------------------------------------------------
 # prelu (channel ops)
 # ------------------------------------------------------------------------------------------------

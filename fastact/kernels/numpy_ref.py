@@ -256,12 +256,43 @@ def _gelu_exact(x):
     return _where_finite(x, r, 0, np.inf).astype(x.dtype)
 
 
+def _gelu_d_root_series(terms: int = 26) -> tuple:
+    """((x0_hi, x0_lo), Taylor coefficients c_1..c_terms of gelu'(x) = Phi(x) + x phi(x)
+    about its zero x0 = x0_hi + x0_lo), in long double from the derivatives gelu^(n) = phi P_n,
+    P_1 = 2 - x^2, P_n+1 = P_n' - x P_n.  x0 from mpmath (60 digits), split so that
+    x - x0_hi is exact and x0_lo carries the next 64 bits: h = x - x0 to ~1e-39."""
+    L = np.longdouble
+    x0_hi, x0_lo = L("-0.751791524693564457452674143489"), L("-5.23080329007791609729417066e-21")
+    x0 = x0_hi + x0_lo
+    phi0 = np.exp(-x0 * x0 / 2) * L("0.398942280401432677939946059934381868")
+    poly = np.polynomial.Polynomial(np.array([2, 0, -1], dtype=L))
+    coefs, fact = [], L(1)
+    for n in range(1, terms + 1):
+        fact *= n
+        coefs.append(phi0 * poly(x0) / fact)
+        poly = poly.deriv() - np.polynomial.Polynomial(np.array([0, 1], dtype=L)) * poly
+    return (x0_hi, x0_lo), tuple(coefs)
+
+
+_GELU_D_ROOT, _GELU_D_SERIES = _gelu_d_root_series()
+
+
 def _gelu_exact_d(x):
     xw = _gelu_wide(x)
     ty = xw.dtype.type
     xc = np.clip(xw, -40, 40)
     phi = np.exp(-xc * xc / 2) * ty("0.398942280401432677939946059934381868")
     d = np.where(np.abs(xw) > 40, np.where(xw > 0, 1, 0), _gelu_erfc(xc) / 2 + xc * phi)
+    # near gelu''s zero the two terms cancel (erfc's float64 error becomes thousands of ULP of
+    # the result): the Taylor series about the zero there, in long double
+    near = (xw >= -1.4) & (xw <= -0.5)
+    if near.any():
+        h = (xw[near].astype(np.longdouble) - _GELU_D_ROOT[0]) - _GELU_D_ROOT[1]
+        p = np.zeros_like(h)
+        for c in reversed(_GELU_D_SERIES):
+            p = p * h + c
+        d = np.array(d, dtype=xw.dtype if xw.dtype == np.longdouble else np.float64)
+        d[near] = p * h
     return np.where(np.isnan(x), x, d).astype(x.dtype)
 
 

@@ -401,12 +401,42 @@ def silu(x):
     return (x if x > 0.0 else 0.0) if fabs(x) > TAIL else v
 
 
+# silu' crosses zero at x0 = -1.2785: within 0.1 of it, h p(h) (h = x - x0, exactly)
+SILU_D_ROOT_HI = -1.2784645427610737
+SILU_D_ROOT_LO = -1.0946994183093437e-16
+SILU_D_NEAR_LO = -1.3784645427610738
+SILU_D_NEAR_HI = -1.1784645427610736
+
+
+def silu_derivative_near_root(x):
+    """h p(h), h = x - x0: degree 9, within 2.7e-17 relative on x0 + [-0.1, 0.1]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - SILU_D_ROOT_HI) - SILU_D_ROOT_LO
+    p = -2.967490396992753e-05
+    p = mul_add(p, h, -4.097855931535944e-05)
+    p = mul_add(p, h, 0.00018570673056222373)
+    p = mul_add(p, h, 0.0007985225215159298)
+    p = mul_add(p, h, 0.000126627411913386)
+    p = mul_add(p, h, -0.006606589140639698)
+    p = mul_add(p, h, -0.015222655223190322)
+    p = mul_add(p, h, 0.018874814223785168)
+    p = mul_add(p, h, 0.1466487969969469)
+    p = mul_add(p, h, 0.2178117057198001)
+    return p * h
+
+
 def silu_derivative(x):
-    # s + x s (1 - s) with s = sigmoid(x); s (1 - s) = e / (1 + e)^2, e = exp(-|x|)
+    # s + x s (1 - s) with s = sigmoid(x), e = exp(-|x|), q = 1 / (1 + e): q (1 + x e q) for
+    # x >= 0 and e q^2 ((1 + x) + e) for x < 0, where silu' crosses zero (x0 = -1.2785): 1 + x is
+    # exact on [-2, -0.5] (Sterbenz), so the cancellation there amplifies only e's rounding
+    # (s + x e q^2 cancelled two rounded terms: 4-60 ULP on x0 +- [0.1, 0.6])
     e = exp_poly(-fabs(x))
     q = 1.0 / (1.0 + e)
-    s = q if x >= 0.0 else e * q
-    d = s + x * e * q * q
+    d = q * (1.0 + x * e * q) if x >= 0.0 else (e * (q * q)) * ((1.0 + x) + e)
+    # within 0.1 of the zero even that is off by 5-2,000 ULP (and more next to it): there the
+    # polynomial about x0, within 3 ULP
+    near = silu_derivative_near_root(x)
+    d = near if (x >= SILU_D_NEAR_LO and x <= SILU_D_NEAR_HI) else d
     return (1.0 if x > 0.0 else 0.0) if fabs(x) > TAIL else d
 
 
@@ -527,12 +557,42 @@ def mish(x):
     return x if x > MISH_CAP else (0.0 if x < -TAIL else v)
 
 
+# mish' crosses zero at x0 = -1.1924: within 0.1 of it, h p(h) (as silu)
+MISH_D_ROOT_HI = -1.1924312145154952
+MISH_D_ROOT_LO = -4.8484829848031044e-17
+MISH_D_NEAR_LO = -1.2924312145154953
+MISH_D_NEAR_HI = -1.092431214515495
+
+
+def mish_derivative_near_root(x):
+    """h p(h), h = x - x0: degree 10, within 5.8e-17 relative on x0 + [-0.1, 0.1]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - MISH_D_ROOT_HI) - MISH_D_ROOT_LO
+    p = -5.5802475656579884e-05
+    p = mul_add(p, h, -4.243582592999468e-05)
+    p = mul_add(p, h, 0.0002541290978086034)
+    p = mul_add(p, h, 0.0009898228409274744)
+    p = mul_add(p, h, 0.0010924055421118962)
+    p = mul_add(p, h, -0.0033606849477464487)
+    p = mul_add(p, h, -0.01582112656173547)
+    p = mul_add(p, h, -0.020271822716647247)
+    p = mul_add(p, h, 0.04190782104360988)
+    p = mul_add(p, h, 0.20473126408010583)
+    p = mul_add(p, h, 0.2669479140495345)
+    return p * h
+
+
 def mish_derivative(x):
     # tanh(sp) + x sech^2(sp) sigmoid(x), sech^2(sp) = (4n + 4) / (n + 2)^2, sigmoid = e / (1 + e)
+    # = e b / q^2, b = (e + 2) q + 4 x (1 + e) = 4 (1 + x) + e (6 + 4 x) + e^2 (4 + e): zero at
+    # x0 = -1.1924, where 1 + x is exact (Sterbenz) and only e's rounding is amplified (the sum
+    # of two rounded terms n / q + ... was 7-10 ULP off on [-3, -1.5] and worse nearer x0)
     e = exp_poly(x if x < MISH_CAP else MISH_CAP)
-    n = e * (e + 2.0)
-    q = n + 2.0
-    d = n / q + x * (4.0 * n + 4.0) / (q * q) * (e / (1.0 + e))
+    q = e * (e + 2.0) + 2.0
+    b = (4.0 * (1.0 + x) + e * (6.0 + 4.0 * x)) + (e * e) * (4.0 + e)
+    d = e * (b / (q * q))
+    near = mish_derivative_near_root(x)
+    d = near if (x >= MISH_D_NEAR_LO and x <= MISH_D_NEAR_HI) else d
     return 1.0 if x > MISH_CAP else (0.0 if x < -TAIL else d)
 
 
@@ -787,6 +847,43 @@ def gelu_tanh(x):
     return x if x > GELU_TAIL else (0.0 if x < -GELU_TAIL else r)
 
 
+# tanh-gelu' crosses zero at x0 = -0.7525, where s and x s (1 - s) v' cancel: 8-10 ULP off on
+# x0 + [-0.9, -0.25], hundreds nearer (numba and cython alike); on x0 + [-1, 0.25], h p(h)
+GELU_TANH_D_ROOT_HI = -0.7524614220710163
+GELU_TANH_D_ROOT_LO = 3.635560509207687e-17
+GELU_TANH_D_NEAR_LO = -1.7524614220710162
+GELU_TANH_D_NEAR_HI = -0.5024614220710163
+
+
+def gelu_tanh_derivative_near_root(x):
+    """h p(h), h = x - x0: degree 20, within 9.0e-17 relative on x0 + [-1.0, 0.25]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - GELU_TANH_D_ROOT_HI) - GELU_TANH_D_ROOT_LO
+    u = h + 0.375
+    p = 5.100585032301266e-09
+    p = mul_add(p, u, 1.4877177519827994e-08)
+    p = mul_add(p, u, -3.1145636278156954e-08)
+    p = mul_add(p, u, -1.520539062409988e-07)
+    p = mul_add(p, u, 7.906649037976447e-08)
+    p = mul_add(p, u, 1.1079460860641527e-06)
+    p = mul_add(p, u, 3.765789571539653e-07)
+    p = mul_add(p, u, -7.159165488050801e-06)
+    p = mul_add(p, u, -7.749953824309017e-06)
+    p = mul_add(p, u, 4.444994014306767e-05)
+    p = mul_add(p, u, 9.027528840890323e-05)
+    p = mul_add(p, u, -0.00024763986735821733)
+    p = mul_add(p, u, -0.0009158956872353128)
+    p = mul_add(p, u, 0.0007928729524613221)
+    p = mul_add(p, u, 0.007387363886415967)
+    p = mul_add(p, u, 0.0038249849706809267)
+    p = mul_add(p, u, -0.039403876756638395)
+    p = mul_add(p, u, -0.06813329688833138)
+    p = mul_add(p, u, 0.08986095502371277)
+    p = mul_add(p, u, 0.3564642404903664)
+    p = mul_add(p, u, 0.2884121509322147)
+    return p * h
+
+
 def gelu_tanh_derivative(x):
     # sigmoid(v) + x sigmoid(v) (1 - sigmoid(v)) v', s (1 - s) = e / (1 + e)^2, v' = A + 3 B x^2
     xc = gelu_clamped(x)
@@ -796,6 +893,8 @@ def gelu_tanh_derivative(x):
     q = 1.0 / (1.0 + eh * eh)
     s = q if v >= 0.0 else (eh * q) * eh
     d = s + xc * ((eh * q) * (eh * q)) * (GELU_A_HI + 3.0 * GELU_B_HI * (xc * xc))
+    near = gelu_tanh_derivative_near_root(xc)
+    d = near if (xc >= GELU_TANH_D_NEAR_LO and xc <= GELU_TANH_D_NEAR_HI) else d
     return 1.0 if x > GELU_TAIL else (0.0 if x < -GELU_TAIL else d)
 
 

@@ -277,12 +277,34 @@ def silu(x):
     return ZERO if x < -TAIL else v
 
 
+# near silu''s zero, h p(h) in float32 (as in _math.py)
+SILU_D_ROOT_HI = F(-1.2784645557403564)
+SILU_D_ROOT_LO = F(1.2979282537628478e-08)
+SILU_D_NEAR_LO = F(-1.3784645795822144)
+SILU_D_NEAR_HI = F(-1.1784645318984985)
+
+
+def silu_derivative_near_root(x):
+    """h p(h), h = x - x0: degree 4, within 1.1e-08 relative on x0 + [-0.1, 0.1]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - SILU_D_ROOT_HI) - SILU_D_ROOT_LO
+    p = F(-0.006596612744033337)
+    p = mul_add(p, h, F(-0.015221049077808857))
+    p = mul_add(p, h, F(0.018874788656830788))
+    p = mul_add(p, h, F(0.14664879441261292))
+    p = mul_add(p, h, F(0.2178117036819458))
+    return p * h
+
+
 def silu_derivative(x):
-    # q (1 + x e q) for x >= 0 and e q (1 + x q) for x < 0, q = 1 / (1 + e), e = exp(-|x|)
+    # q (1 + x e q) for x >= 0 and e q^2 ((1 + x) + e) for x < 0, q = 1 / (1 + e), e = exp(-|x|)
+    # (1 + x exact near silu''s zero, as in _math.py)
     p, s1, s2 = exp_factors(-abs(x))
     e = p * s1 * s2
     q = ONE / (ONE + e)
-    v = q * (ONE + x * e * q) if x >= ZERO else (((q * (ONE + x * q)) * p) * s1) * s2
+    v = q * (ONE + x * e * q) if x >= ZERO else ((((q * q) * ((ONE + x) + e)) * p) * s1) * s2
+    near = silu_derivative_near_root(x)
+    v = near if (x >= SILU_D_NEAR_LO and x <= SILU_D_NEAR_HI) else v
     return ZERO if x < -TAIL else (ONE if x > TAIL else v)
 
 
@@ -430,7 +452,10 @@ def log_sigmoid_derivative(x):
 
 
 # --- mish: x tanh(softplus(x)) = x e (e + 2) / (n + 2), n = e (e + 2), e = e^x --------------------
-MISH_CAP = F(25.0)
+# Beyond MISH_CAP mish(x) rounds to x and mish'(x) to 1 in float32 (mish(x) / x - 1 ~ -2 e^-2x and
+# mish'(x) - 1 ~ (4x - 2) e^-2x are below 2^-40 at 16); 16 rather than _math.py's 25 keeps the
+# derivative's q^2 ~ e^4 finite (at 25 it is 2.7e43, beyond float32's range)
+MISH_CAP = F(16.0)
 
 
 def mish(x):
@@ -442,15 +467,36 @@ def mish(x):
     return x if x > MISH_CAP else (ZERO if x < -TAIL else v)
 
 
+# near mish''s zero, h p(h) in float32 (as in _math.py)
+MISH_D_ROOT_HI = F(-1.1924312114715576)
+MISH_D_ROOT_LO = F(-3.0439375464652585e-09)
+MISH_D_NEAR_LO = F(-1.2924312353134155)
+MISH_D_NEAR_HI = F(-1.0924311876296997)
+
+
+def mish_derivative_near_root(x):
+    """h p(h), h = x - x0: degree 5, within 4.2e-08 relative on x0 + [-0.1, 0.1]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - MISH_D_ROOT_HI) - MISH_D_ROOT_LO
+    p = F(-0.003345844801515341)
+    p = mul_add(p, h, F(-0.015804696828126907))
+    p = mul_add(p, h, F(-0.02027187868952751))
+    p = mul_add(p, h, F(0.04190776124596596))
+    p = mul_add(p, h, F(0.2047312706708908))
+    p = mul_add(p, h, F(0.2669479250907898))
+    return p * h
+
+
 def mish_derivative(x):
-    # e ((e + 2) / q + x (4n + 4) / q^2 / (1 + e)), q = n + 2: the tanh(sp) term n / q and the
-    # sech^2 term share the factor e, applied last as its factors p s1 s2 (as silu)
+    # e b / q^2 with b = 4 (1 + x) + e (6 + 4 x) + e^2 (4 + e), q = e (e + 2) + 2, as in
+    # _math.py; the factor e applied last as its factors p s1 s2 (as silu)
     p, s1, s2 = exp_factors(x if x < MISH_CAP else MISH_CAP)
     e = p * s1 * s2
-    n = e * (e + TWO)
-    q = n + TWO
-    bracket = (e + TWO) / q + x * ((FOUR * n + FOUR) / (q * q)) / (ONE + e)
-    d = ((p * bracket) * s1) * s2
+    q = e * (e + TWO) + TWO
+    b = (FOUR * (ONE + x) + e * (SIX + FOUR * x)) + (e * e) * (FOUR + e)  # as in _math.py
+    d = ((p * (b / (q * q))) * s1) * s2
+    near = mish_derivative_near_root(x)
+    d = near if (x >= MISH_D_NEAR_LO and x <= MISH_D_NEAR_HI) else d
     return ONE if x > MISH_CAP else (ZERO if x < -TAIL else d)
 
 
@@ -573,9 +619,62 @@ def gelu(x, approximate):
     return F(gelu_wide(x, approximate))
 
 
+# gelu' (both forms) crosses zero near -0.752, where its two terms cancel: erfc_wide's and
+# exp_wide's ~1e-9 relative error became up to ~4,600 float32 ULP within ~0.01 of the zero
+# (found by benchmarks/tools/derivative_zeros.py's measurements); within 0.05, h p(h) in float64
+GELU_D_WIDE_ROOT_HI = -0.7517915246935645
+GELU_D_WIDE_ROOT_LO = 1.4956759177009883e-17
+GELU_D_WIDE_NEAR_LO = -0.8017915246935645
+GELU_D_WIDE_NEAR_HI = -0.7017915246935644
+
+
+def gelu_exact_derivative_near_root_wide(x):
+    """h p(h), h = x - x0: degree 5, within 5.5e-12 relative on x0 + [-0.05, 0.05]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - GELU_D_WIDE_ROOT_HI) - GELU_D_WIDE_ROOT_LO
+    p = 0.019413283535434662
+    p = mul_add_wide(p, h, -0.014754507895104836)
+    p = mul_add_wide(p, h, -0.11400822542621093)
+    p = mul_add_wide(p, h, -0.018199692347443085)
+    p = mul_add_wide(p, h, 0.3882849829894588)
+    p = mul_add_wide(p, h, 0.43149399231626195)
+    return p * h
+
+
+GELU_TANH_D_WIDE_ROOT_HI = -0.7524614220710163
+GELU_TANH_D_WIDE_ROOT_LO = 3.635560509207687e-17
+GELU_TANH_D_WIDE_NEAR_LO = -0.8024614220710163
+GELU_TANH_D_WIDE_NEAR_HI = -0.7024614220710163
+
+
+def gelu_tanh_derivative_near_root_wide(x):
+    """h p(h), h = x - x0: degree 5, within 6.4e-12 relative on x0 + [-0.05, 0.05]
+    (benchmarks/tools/derivative_zeros.py)."""
+    h = (x - GELU_TANH_D_WIDE_ROOT_HI) - GELU_TANH_D_WIDE_ROOT_LO
+    p = 0.019673226998084544
+    p = mul_add_wide(p, h, -0.016599609149125883)
+    p = mul_add_wide(p, h, -0.11394447456689176)
+    p = mul_add_wide(p, h, -0.015782872005989684)
+    p = mul_add_wide(p, h, 0.38751844613460645)
+    p = mul_add_wide(p, h, 0.4304000910274257)
+    return p * h
+
+
+def gelu_derivative_near_root_wide(xw, d, approximate):
+    """d (gelu'(x) in float64 for a float32 result), or the polynomial about the zero when x is
+    within 0.05 of it."""
+    tanh_form = approximate != 0.0
+    near = (gelu_tanh_derivative_near_root_wide(xw) if tanh_form
+            else gelu_exact_derivative_near_root_wide(xw))
+    lo = GELU_TANH_D_WIDE_NEAR_LO if tanh_form else GELU_D_WIDE_NEAR_LO
+    hi = GELU_TANH_D_WIDE_NEAR_HI if tanh_form else GELU_D_WIDE_NEAR_HI
+    return near if (xw >= lo and xw <= hi) else d
+
+
 def gelu_derivative(x, approximate):
     xc = gelu_clamp_wide(x)
     d = (gelu_tanh_both_wide(xc) if approximate != 0.0 else gelu_exact_both_wide(xc))[1]
+    d = gelu_derivative_near_root_wide(xc, d, approximate)
     return ONE if x > GELU_TAIL else (ZERO if x < -GELU_TAIL else F(d))
 
 
@@ -605,6 +704,7 @@ def gelu_and_derivative_wide(x, approximate):
     rounds them)."""
     xc = gelu_clamp_wide(x)
     v, d = gelu_tanh_both_wide(xc) if approximate != 0.0 else gelu_exact_both_wide(xc)
+    d = gelu_derivative_near_root_wide(xc, d, approximate)
     big = x > GELU_TAIL
     small = x < -GELU_TAIL
     return (W(x) if big else (0.0 if small else v)), (1.0 if big else (0.0 if small else d))

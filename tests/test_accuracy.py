@@ -267,37 +267,81 @@ def test_elementwise_params(spec, form, use_y, params, layout, dtype, backend):
     run_elementwise(spec, form, use_y, params, layout, dtype, backend)
 
 
-def test_gelu_derivative_near_its_zero(backend):
-    """gelu'(x) = Phi(x) + x phi(x) crosses zero at x0 = -0.75179...: the direct form cancels
-    two terms of ~0.23 there (up to ~3,800 float64 ULP in every backend before _math's series
-    about x0, found by test_properties).  Every form that evaluates it stays within 8 ULP per
-    element, with no floor from larger elements of the call: points around x0 (within a few
-    ULP and further), across [-1.6, -0.3] and at the series window's edges."""
-    spec = _registry.get("gelu")
-    x0 = -0.7517915246935645
-    ulp = np.spacing(abs(x0))
-    edges = np.array([-1.4, -0.5])
-    x = np.concatenate([x0 + np.arange(-40, 41) * ulp, x0 + np.geomspace(1e-14, 0.1, 60),
-                        x0 - np.geomspace(1e-14, 0.1, 60), np.linspace(-1.6, -0.3, 1301),
-                        edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])
-    # (the oracle's 30-digit mpmath reference has ~1e-31 absolute error from the cancellation
-    # itself, 27 ULP of the results next to x0: 60 digits here)
+def _mp_gelu_tanh_d(x):
+    a = 2 * mpmath.sqrt(2 / mpmath.pi)
+    b = a * mpmath.mpf("0.044715")
+    s = 1 / (1 + mpmath.exp(-x * (a + b * x * x)))
+    return s + x * s * (1 - s) * (a + 3 * b * x * x)
+
+
+def _mp_mish_d(x):
+    t = mpmath.tanh(mpmath.log1p(mpmath.exp(x)))
+    return t + x * (1 - t * t) / (1 + mpmath.exp(-x))
+
+
+def _mp_silu_d(x):
+    s = 1 / (1 + mpmath.exp(-x))
+    return s + x * s * (1 - s)
+
+
+# (op, params, the derivative in mpmath, the windows' edges of every backend's special form)
+DERIVATIVE_ZEROS = {
+    "gelu": ("gelu", {}, lambda x: mpmath.ncdf(x) + x * mpmath.npdf(x),
+             [-1.4, -0.5, -0.8017915246935645, -0.7017915246935644]),
+    "gelu_tanh": ("gelu", {"approximate": "tanh"}, _mp_gelu_tanh_d,
+                  [-1.7524614220710162, -0.5024614220710163, -0.8024614220710163,
+                   -0.7024614220710163]),
+    "silu": ("silu", {}, _mp_silu_d, [-1.3784645427610738, -1.1784645427610736]),
+    "mish": ("mish", {}, _mp_mish_d, [-1.2924312145154953, -1.092431214515495]),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", list(DERIVATIVE_ZEROS))
+def test_derivatives_near_their_zeros(backend, case, dtype):
+    """silu', mish' and both gelu' cross zero once (x0 = -1.2785, -1.1924, -0.7525, -0.7518),
+    where their formulas cancel two terms of similar size: before the polynomials about x0
+    (_math.py, _math32.py; the numpy backend's long double Taylor series) every backend was off
+    by hundreds to millions of ULP there, in float32 and float64 (found by test_properties for
+    the exact gelu).  Every form that evaluates the derivative (and geglu's and swiglu's
+    backward) stays within 8 ULP per element, with no floor from larger elements of the call:
+    points within a few ULP of x0, further out on both sides, across x0 + [-3, 1.5] and at each
+    backend's window edges.  The reference is mpmath at 60 digits (the oracle's 30-digit reference is not enough next to x0)."""
+    name, params, mp_derivative, edges = DERIVATIVE_ZEROS[case]
     with mpmath.workdps(60):
-        ref = np.array([mpmath.nstr(mpmath.ncdf(v) + v * mpmath.npdf(v), 30)
-                        for v in map(mpmath.mpf, x.tolist())], dtype=np.longdouble)
-    np.testing.assert_allclose(ref, oracle.elementwise(spec, "derivative", np.float64, x=x),
-                               rtol=1e-12, atol=1e-28)
-    floor = oracle.tiny(np.float64)
-    results = {"derivative": fa.gelu_derivative(x, backend=backend),
-               "and_derivative": fa.gelu_and_derivative(x, backend=backend)[1],
-               "backward": fa.gelu_backward(np.ones_like(x), x=x, backend=backend)}
+        x0 = mpmath.findroot(mp_derivative, -1.0)
+    x0f = float(x0)
+    ulp = np.spacing(abs(dtype(x0f)))
+    edges = np.array(edges)
+    x = np.concatenate([dtype(x0f) + np.arange(-40, 41) * ulp, x0f + np.geomspace(1e-14, 0.3, 60),
+                        x0f - np.geomspace(1e-14, 0.3, 60), np.linspace(x0f - 3, x0f + 1.5, 901),
+                        edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])
+    x = np.unique(x.astype(dtype))
+    with mpmath.workdps(60):
+        ref = np.array([mpmath.nstr(mp_derivative(v), 30)
+                        for v in map(mpmath.mpf, x.astype(np.float64).tolist())],
+                       dtype=np.longdouble)
+    assert np.count_nonzero(np.abs(x.astype(np.float64) - x0f) < 1e-3) > 80  # really near x0
+    wide = np.float64 if dtype == np.float32 else np.longdouble
+    spec = _registry.get(name)
+    np.testing.assert_allclose(  # the oracle agrees (it has the same special forms)
+        ref.astype(wide), oracle.elementwise(spec, "derivative", dtype, x=x, params=params),
+        rtol=1e-12 if dtype == np.float64 else 1e-9, atol=1e-28)
+    floor = oracle.tiny(dtype)
+    ops = getattr(fa, f"{name}_derivative"), getattr(fa, f"{name}_and_derivative"), \
+        getattr(fa, f"{name}_backward")
+    results = {"derivative": ops[0](x, backend=backend, **params),
+               "and_derivative": ops[1](x, backend=backend, **params)[1],
+               "backward": ops[2](np.ones_like(x), x=x, backend=backend, **params)}
+    # and the gated units' backward, whose a-gradient is grad * b * f'(a)
+    gated = {"gelu": "geglu", "silu": "swiglu"}.get(name)
+    if gated:
+        results[f"{gated}_backward"] = getattr(fa, f"{gated}_backward")(
+            np.ones_like(x), a=x, b=np.ones_like(x), backend=backend, **params)[0]
     for form, got in results.items():
-        oracle.assert_close(f"gelu {form} near its zero, backend={backend}", got, ref,
-                            np.float64, inputs={"x": x}, ulps=8, floor=floor)
-    # and geglu's backward, whose a-gradient is grad * b * gelu'(a)
-    da, _ = fa.geglu_backward(np.ones_like(x), a=x, b=np.ones_like(x), backend=backend)
-    oracle.assert_close(f"geglu backward near gelu's zero, backend={backend}", da, ref,
-                        np.float64, inputs={"x": x}, ulps=8, floor=floor)
+        assert got.dtype == dtype
+        oracle.assert_close(f"{case} {form} near its zero, backend={backend}", got, ref,
+                            dtype, inputs={"x": x}, ulps=8, floor=floor)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -79,6 +79,76 @@ def _elu_dy(y, alpha):
     return np.where(y > 0, 1, y + alpha)
 
 
+# --- derivatives near their zeros ------------------------------------------------------------------
+# silu', mish' and both gelu' cross zero at a negative x0, where their formulas subtract two terms
+# of similar size: within ~0.1 of x0 the terms' rounding errors are many ULP of the result (float32
+# and float64 alike; even long double leaves ~2^-64 / |f'(x)| relative error, too much within
+# ~1e-3 of x0).  There the backend recomputes the formula in long double, and within _ZERO_SERIES
+# of x0 takes f'(x) = sum c_k h^k, h = x - x0 from a 128-bit split of x0 (mpmath, 60 digits) and
+# the Taylor coefficients from truncated power-series arithmetic on the function's definition in
+# long double (independently of _math.py's polynomials).
+
+_ZERO_TERMS = 18    # Taylor terms of f' (|h| <= 0.05 and singularities >= 2 away: below 1e-25)
+_ZERO_SERIES = 0.05  # |h| up to which the series is used
+_ZERO_BAND = 1.0     # |h| up to which the formula is recomputed in long double
+
+
+def _ts_mul(a, b):
+    """Truncated power series: a * b (coefficient arrays of the same length)."""
+    return np.array([np.dot(a[:k + 1], b[k::-1]) for k in range(len(a))], dtype=a.dtype)
+
+
+def _ts_div(a, b):
+    q = np.zeros_like(a)
+    for k in range(len(a)):
+        q[k] = (a[k] - np.dot(q[:k], b[k:0:-1])) / b[0]
+    return q
+
+
+def _ts_exp(g):
+    """exp(g): f' = g' f, so k f_k = sum_j j g_j f_(k-j)."""
+    f = np.zeros_like(g)
+    f[0] = np.exp(g[0])
+    for k in range(1, len(g)):
+        f[k] = np.dot(np.arange(1, k + 1, dtype=g.dtype) * g[1:k + 1], f[k - 1::-1]) / k
+    return f
+
+
+def _ts_sigmoid(v):
+    one = np.zeros_like(v)
+    one[0] = 1
+    return _ts_div(one, one + _ts_exp(-v))
+
+
+class _Zero:
+    """f' near its zero x0 = hi + lo (long double strings): the Taylor series of f' about x0
+    (c_0 = 0 by definition), from ``function``, which maps the series x0 + h to f's series."""
+
+    def __init__(self, hi: str, lo: str, function):
+        L = np.longdouble
+        self.hi, self.lo = L(hi), L(lo)
+        x = np.zeros(_ZERO_TERMS + 1, dtype=L)
+        x[0], x[1] = self.hi + self.lo, 1
+        f = function(x)
+        self.coefs = f[1:] * np.arange(1, _ZERO_TERMS + 1, dtype=L)  # f' = sum k f_k h^(k-1)
+        self.coefs[0] = 0
+
+    def apply(self, x, d, direct):
+        """d = f'(x) from the formula ``direct``, with the elements near x0 recomputed."""
+        h = (x.astype(np.longdouble) - self.hi) - self.lo
+        band = np.abs(h) <= _ZERO_BAND  # (NaN: False)
+        if not band.any():
+            return d
+        hb = h[band]
+        v = direct(x[band].astype(np.longdouble))
+        p = np.zeros_like(hb)
+        for c in self.coefs[::-1]:
+            p = p * hb + c
+        out = np.array(d, dtype=d.dtype, copy=True)
+        out[band] = np.where(np.abs(hb) <= _ZERO_SERIES, p, v)
+        return out
+
+
 # --- the PyTorch catalogue -------------------------------------------------------------------------
 # Written from the definitions with NumPy's own functions (independently of _math.py); every
 # formula works in float32, float64 and np.longdouble.
@@ -92,9 +162,16 @@ def _silu(x):
     return _where_finite(x, x * _sigmoid(x), 0, np.inf)
 
 
+def _silu_d_direct(x):
+    return _where_finite(x, _sigmoid(x) + x * _sigmoid_d(x), 0, 1)
+
+
+_SILU_D_ZERO = _Zero("-1.27846454276107379514383632912", "3.44775901015735302482377e-20",
+                     lambda x: _ts_mul(x, _ts_sigmoid(x)))
+
+
 def _silu_d(x):
-    s = _sigmoid(x)
-    return _where_finite(x, s + x * _sigmoid_d(x), 0, 1)
+    return _SILU_D_ZERO.apply(x, _silu_d_direct(x), _silu_d_direct)
 
 
 def _softplus(x, beta, threshold):
@@ -198,10 +275,33 @@ def _mish(x):
     return _where_finite(x, x * (n / q), 0, np.inf)
 
 
-def _mish_d(x):
+def _mish_d_direct(x):
+    # n / q + x (1 - tanh^2) sigmoid(x) = e b / q^2 with b = (e + 2) q + 4 x (1 + e) expanded:
+    # 4 (1 + x) + e (6 + 4 x) + e^2 (4 + e) (the sum of the two terms was 7-9 ULP off around
+    # x = -3, where they partly cancel)
     e, n, q = _mish_parts(x)
-    d = n / q + x * ((4 * n + 4) / (q * q)) * (e / (1 + e))
+    # (b / q formed without e^3, which overflows float32 near the cap; x above -1e4 in b, where
+    # 4 x would overflow float32 and 0 * inf be NaN: e is 0 there anyway)
+    xb = np.maximum(x, -1e4)
+    b_q = (4 * (1 + xb) + e * (6 + 4 * xb)) / q + (e * (4 + e)) * (e / q)
+    d = e * b_q / q
     return _where_finite(np.where(x > _MISH_CAP, np.inf, x), d, 0, 1)
+
+
+def _mish_series(x):
+    e = _ts_exp(x)
+    two = np.zeros_like(x)
+    two[0] = 2
+    n = _ts_mul(e, e + two)
+    return _ts_mul(x, _ts_div(n, n + two))
+
+
+_MISH_D_ZERO = _Zero("-1.19243121451549521211659560249", "-2.099273792899734922822736e-20",
+                     _mish_series)
+
+
+def _mish_d(x):
+    return _MISH_D_ZERO.apply(x, _mish_d_direct(x), _mish_d_direct)
 
 
 # --- gelu: no erfc in NumPy; SciPy's when installed, else math.erfc element by element --------
@@ -313,10 +413,24 @@ def _gelu_tanh(x):
     return _where_finite(x, xw * s, 0, np.inf).astype(x.dtype)
 
 
-def _gelu_tanh_d(x):
+def _gelu_tanh_d_direct(x):
     xw, s, ds, dv = _gelu_tanh_parts(x)
     d = np.where(np.abs(xw) > 40, np.where(xw > 0, 1, 0), s + xw * ds * dv)
     return np.where(np.isnan(x), x, d).astype(x.dtype)
+
+
+def _gelu_tanh_series(x):
+    a = np.longdouble("1.59576912160573071175978423973752")
+    b = a * np.longdouble("0.044715")
+    return _ts_mul(x, _ts_sigmoid(x * a + _ts_mul(x, _ts_mul(x, x)) * b))
+
+
+_GELU_TANH_D_ZERO = _Zero("-0.752461422071016258468576648477", "-1.93777948118053107829956e-20",
+                          _gelu_tanh_series)
+
+
+def _gelu_tanh_d(x):
+    return _GELU_TANH_D_ZERO.apply(x, _gelu_tanh_d_direct(x), _gelu_tanh_d_direct)
 
 
 def _gelu(x, approximate):

@@ -210,7 +210,7 @@ array([-0.25250148,  0.        ,  1.40337827])""",
 array([-0.10835509,  0.6       ,  1.08848799])""",
             "and_derivative": """\
 >>> fa.mish_and_derivative(np.array([-2.0, 0.5], dtype=np.float32))
-(array([-0.25250146,  0.3752452 ], dtype=float32), array([-0.10835508,  0.8864243 ], dtype=float32))""",
+(array([-0.25250146,  0.3752452 ], dtype=float32), array([-0.10835508,  0.8864244 ], dtype=float32))""",
             "backward": """\
 >>> fa.mish_backward(np.array([1.0, 1.0, 2.0]), x=np.array([-2.0, 0.0, 1.5]))
 array([-0.10835509,  0.6       ,  2.17697597])""",

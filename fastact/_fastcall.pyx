@@ -203,12 +203,13 @@ cdef cnp.ndarray _ones(dict cache, Py_ssize_t n):
 
 
 def row_loss(dict table, object a, object target, long long ignore_index, object smoothing,
-             bint mean, bint with_grad, dict ones):
+             bint mean, bint with_grad, dict ones, double grad_scale=1.0):
     """``cross_entropy`` (``smoothing`` a float) or ``nll_loss`` (``smoothing`` None), with the
     gradient if ``with_grad``, of (N, C) logits ``a`` and 1-D int64 ``target``, reduced by
     'mean' or 'sum': the twin of ``fastact.api._fast_row_loss_py``.  None where the arrays do
     not qualify, a target lies outside [0, C) or equals ``ignore_index`` (the normal path
-    raises or counts); ``ones`` caches the unweighted class weights per C."""
+    raises or counts); ``ones`` caches the unweighted class weights per C; ``grad_scale``
+    multiplies the gradient (a backward's grad_loss: grad_scale * (1 / N) for 'mean')."""
     cdef cnp.ndarray x, t, w, losses, grad, g
     cdef const long long *tp
     cdef long long lo, hi, v
@@ -239,7 +240,7 @@ def row_loss(dict table, object a, object target, long long ignore_index, object
     if with_grad:
         grad = _empty(x)
         g = <cnp.ndarray>cnp.PyArray_EMPTY(1, &one, cnp.NPY_FLOAT64, 0)
-        (<double *>cnp.PyArray_DATA(g))[0] = 1.0 / rows if mean else 1.0
+        (<double *>cnp.PyArray_DATA(g))[0] = grad_scale * (1.0 / rows) if mean else grad_scale
         if smoothing is None:
             fast[0](x, t, w, ignore_index, g, losses, grad)
         else:

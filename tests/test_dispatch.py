@@ -618,18 +618,25 @@ def test_row_fast_path_equals_the_normal_path(name, form, dispatch_table, fast_h
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
-@pytest.mark.parametrize("form", ["forward", "and_grad"])
-def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, fast_helpers):
-    """cross_entropy / nll_loss (and_grad) on small (N, C) logits with int64 targets: the fast
-    path's loss (value and NumPy scalar type) and gradient are bitwise the normal path's, and
-    every call it does not take (ignored or out-of-range targets, weights, other dtypes,
-    shapes, axes, reductions, smoothing values) still gets the normal path's result or error."""
+@pytest.mark.parametrize("form", ["forward", "and_grad", "backward"])
+def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, fast_helpers,
+                                                   monkeypatch):
+    """cross_entropy / nll_loss (and_grad, backward) on small (N, C) logits with int64 targets:
+    the fast path's loss (value and NumPy scalar type) and gradient are bitwise the normal
+    path's, and every call it does not take (ignored or out-of-range targets, weights, other
+    dtypes, shapes, axes, reductions, smoothing values, grad_loss that is not a plain number)
+    still gets the normal path's result or error."""
     from fastact import api
 
     if "numba" not in fa.backends():
         pytest.skip("the fast path is the Numba backend's")
     dispatch_table(_table({}))  # Numba at every size: the fast path is enabled
-    fn = getattr(fa, name if form == "forward" else f"{name}_and_grad")
+    public = getattr(fa, name if form == "forward" else f"{name}_{form}")
+    grad_loss = [2.5]  # the backward's (changed below)
+
+    def fn(x, t, **kw):
+        return public(grad_loss[0], x, t, **kw) if form == "backward" else public(x, t, **kw)
+
     rng = np.random.default_rng(3)
     smoothing = {"label_smoothing": 0.1} if name == "cross_entropy" else {}
 
@@ -638,7 +645,11 @@ def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, f
         want = fn(x, t, backend=_config.BACKEND or "numba", **kw)  # the normal path
         got, want = (got, want) if form == "and_grad" else ((got,), (want,))
         assert type(got[0]) is type(want[0]), (type(got[0]), type(want[0]))
+        assert np.shape(got[0]) == np.shape(want[0]) and np.result_type(got[0]) == \
+            np.result_type(want[0])
         np.testing.assert_array_equal(got[0], want[0])
+        if form == "backward":
+            assert got[0] is not x
         if form == "and_grad":
             assert got[1].dtype == want[1].dtype and got[1].shape == want[1].shape
             np.testing.assert_array_equal(got[1], want[1])
@@ -653,6 +664,17 @@ def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, f
         assert not api._FAST[kernel]
         return
     assert api._FAST[kernel], "fast path not enabled by an automatic call"
+    taken = []
+    helper = api._fast_row_loss
+
+    def counting(*args):
+        result = helper(*args)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(api, "_fast_row_loss", counting)
+    check(x, t)
+    assert taken == [True], "the fast path did not take a qualifying call"
     # (the last two: above the parallel threshold in elements, and in rows)
     for shape in ((32, 100), (1, 1), (5, 3), (257, 7), (3, 1000), (300, 128), (40000, 2)):
         xs = (rng.standard_normal(shape) * 4).astype(np.float64)
@@ -677,12 +699,25 @@ def test_row_loss_fast_path_equals_the_normal_path(name, form, dispatch_table, f
     check(x.reshape(4, 8, 100).transpose(0, 2, 1).copy(), t.reshape(4, 8))
     check(x.astype(np.float16), t)
     check(x[:0], t[:0])
+    if form == "backward":  # grad_loss kinds: plain numbers fast, the rest the normal path
+        for value in (1, -3, 2**53, 2**60, np.float64(0.3), np.float32(0.7), np.array(1.5),
+                      np.array([0.25]), float("nan"), float("inf"), 0.0):
+            grad_loss[0] = value
+            check(x, t)
+            check(x, t, reduction="sum")
+        grad_loss[0] = np.linspace(0, 1, 32)
+        check(x, t, reduction="none")
+        grad_loss[0] = True
+        with pytest.raises(TypeError, match="grad_loss"):
+            fn(x, t)
+        grad_loss[0] = 2.5
     if name == "cross_entropy":
         check(x, t, label_smoothing=1)
         check(x, t, label_smoothing=np.float64(0.25))
     huge = np.array([[3e38, -3e38], [-3e38, 3e38]], np.float32)
     with np.errstate(all="raise"):  # (the loss overflows to inf without a warning)
-        assert check(huge, np.array([1, 0]), reduction="sum") == np.inf
+        value = check(huge, np.array([1, 0]), reduction="sum")
+        assert form == "backward" or value == np.inf
     for bad in (np.array([0, 100] * 16), np.array([-1] + [0] * 31)):
         with pytest.raises(IndexError) as fast_error:
             fn(x, bad)
@@ -832,7 +867,8 @@ def test_fast_row_loss_helpers_take_only_qualifying_arrays(impl):
     """The row-loss fast-path helper runs the entry only on an exact, C-contiguous, aligned
     (N, C) array of a dtype in the table below its size limit and a 1-D int64 target of N
     classes in [0, C), none equal to ignore_index; it passes the kernel's arguments (unit
-    weights, the gradient scale of the reduction) and sums the per-row losses as np.sum."""
+    weights, the gradient scale of the reduction times a backward's grad_loss) and sums the
+    per-row losses as np.sum."""
     from fastact import api
 
     if impl == "c":
@@ -882,6 +918,11 @@ def test_fast_row_loss_helpers_take_only_qualifying_arrays(impl):
     assert grad.shape == (6, 4) and grad.dtype == np.float32 and (grad == 7).all()
     (xa, ta, w2, ii, g, losses, gr) = ran[-1]
     assert w2 is w and ii == 4 and g.tolist() == [1 / 6] and gr is grad
+    # a backward's grad_loss scales the gradient: g * (1 / N) for 'mean', g for 'sum'
+    row_loss(table, x, t, -100, None, True, True, ones, 2.5)
+    assert ran[-1][4].tolist() == [2.5 * (1 / 6)]
+    row_loss(table, x, t, -100, None, False, True, ones, -0.75)
+    assert ran[-1][4].tolist() == [-0.75]
 
 
 def test_float64_sum_is_numpys_sum():

@@ -7,7 +7,9 @@
 is not built) do: if the arrays are exact ``numpy.ndarray`` objects, C-contiguous
 and aligned, of one dtype that ``table`` maps to a fast entry ``[kernel entry point, size
 limit]``, of one shape, and smaller than the limit, they allocate ``nout`` fresh results of
-that shape and dtype, run the entry point on 1-D views ``(inputs, *params, *results)`` (2-D rows for the softmax
+that shape and dtype (or take ``out=``, where it qualifies as the inputs do, is writeable and
+is apart from each input or exactly it: ``fa.relu(x, out=r)`` on 1,000 float32 elements
+7.9 -> 0.42 us), run the entry point on 1-D views ``(inputs, *params, *results)`` (2-D rows for the softmax
 family) and
 return the result (a tuple for ``nout == 2``); otherwise they return None and the caller takes
 the normal path.
@@ -54,14 +56,20 @@ cdef inline cnp.ndarray _empty(cnp.ndarray like):
                                           cnp.PyArray_TYPE(like), 0)
 
 
-def elementwise(dict table, object a, tuple params, Py_ssize_t nout):
-    """``NAME``, ``NAME_derivative`` (nout 1), ``NAME_and_derivative`` (nout 2) of ``a``."""
+def elementwise(dict table, object a, tuple params, Py_ssize_t nout, object out=None):
+    """``NAME``, ``NAME_derivative`` (nout 1), ``NAME_and_derivative`` (nout 2, ``out`` None)
+    of ``a``, into ``out`` if given and it qualifies (:func:`_out_for`)."""
     cdef cnp.ndarray x, r0, r1
     cdef list fast = _entry(table, a)
     if fast is None:
         return None
     x = <cnp.ndarray>a
-    r0 = _empty(x)
+    if out is None:
+        r0 = _empty(x)
+    elif nout == 1 and _out_for(out, x, x):
+        r0 = <cnp.ndarray>out
+    else:
+        return None
     if nout == 1:
         if params:
             fast[0](_flat(x), *params, _flat(r0))
@@ -76,14 +84,20 @@ def elementwise(dict table, object a, tuple params, Py_ssize_t nout):
     return r0, r1
 
 
-def backward(dict table, object grad, object operand, tuple params):
-    """``NAME_backward(grad, x=operand)`` (or ``y=``, with the from-y table)."""
+def backward(dict table, object grad, object operand, tuple params, object out=None):
+    """``NAME_backward(grad, x=operand)`` (or ``y=``, with the from-y table), into ``out`` if
+    given and it qualifies (:func:`_out_for`)."""
     cdef cnp.ndarray g, x, r
     cdef list fast = _entry(table, operand)
     if fast is None or not _same(grad, <cnp.ndarray>operand):
         return None
     g, x = <cnp.ndarray>grad, <cnp.ndarray>operand
-    r = _empty(x)
+    if out is None:
+        r = _empty(x)
+    elif _out_for(out, x, g):
+        r = <cnp.ndarray>out
+    else:
+        return None
     if params:
         fast[0](_flat(g), _flat(x), *params, _flat(r))
     else:
@@ -128,6 +142,27 @@ def rows(dict table, object a, object grad, double temperature, Py_ssize_t axis)
     r = _empty(x)
     fast[0](_rows(<cnp.ndarray>grad), _rows(x), None, temperature, _rows(r))
     return r
+
+
+cdef inline bint _apart_or_same(cnp.ndarray r, cnp.ndarray a):
+    """Whether ``r`` and ``a`` (same size and dtype, C-contiguous) are disjoint in memory or
+    exactly the same memory (in place: element i is read before element i is written)."""
+    cdef char *rp = cnp.PyArray_BYTES(r)
+    cdef char *ap = cnp.PyArray_BYTES(a)
+    cdef Py_ssize_t n = cnp.PyArray_NBYTES(a)
+    return rp == ap or rp + n <= ap or ap + n <= rp
+
+
+cdef inline bint _out_for(object out, cnp.ndarray x, cnp.ndarray g):
+    """Whether ``out`` can take the results of an elementwise kernel on ``x`` (and ``g``)
+    directly: it qualifies as ``x`` does (:func:`_same`), is writeable, and each input is
+    either apart from it or exactly it -- the cases where the normal path also writes into
+    ``out`` itself (``_validate.kernel_buffer``).  Anything else (a wrong shape or dtype, a
+    read-only or partly overlapping array, a subclass) takes the normal path, which raises or
+    goes through a buffer."""
+    if not _same(out, x) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        return False
+    return _apart_or_same(<cnp.ndarray>out, x) and _apart_or_same(<cnp.ndarray>out, g)
 
 
 cdef inline bint _same(object other, cnp.ndarray x):

@@ -38,7 +38,7 @@ elu, selu          0.87-1.92 (4)               1.00-1.84
 softplus           2.31 (beta 1), 3.65 (0.3)   2.61-3.35
 log_sigmoid        2.19 (4)                    2.61
 mish               3.91 (8)                    3.16
-gelu (both forms)  0.61 (4)                    0.46
+gelu (both forms)  0.61 (4)                    0.46 (tanh), 0.60 (exact)
 =================  ==========================  ===============================
 
 Speed (float32, 1e6 elements, 2 threads, one run each; the benchmark suite has the full
@@ -503,10 +503,12 @@ def mish_derivative(x):
 # --- gelu: a float64 intermediate (DESIGN.md section 4), with float32-accurate helpers ------------
 # gelu's negative tail is x Phi(x) ~ x exp(-x^2 / 2): a float32 argument would carry x^2 2^-24 of
 # error into the exponent (hundreds of ULP near x = -13), so the twins compute in float64, but
-# with polynomials cut to float32 accuracy: exp_wide (degree 7) and erfcx from Weideman's
-# expansion with N = 18 instead of 40 (3e-10 relative on [0, 12]; coefficients from
-# benchmarks/tools/erfcx_coefficients.py with N = 18), and without the float64 formulas'
-# correction terms (the rounding of t = -x / sqrt2 and of t^2 in float64 is 2^-53 relative).
+# with polynomials cut to float32 accuracy: exp_wide (degree 7) and erfcx(a) = q(Z) / (L + a)
+# with q of degree 11 fitted on the arguments that matter (2.7e-10 relative; gelu_phi_wide), and without the float64 formulas' correction
+# terms (the rounding of t = -x / sqrt2 and of t^2 in float64 is 2^-53 relative).  A float32
+# erfc was tried (the same q form in float32 arithmetic, exp(-x^2 / 2) from an exact split of
+# x^2): 2.4x faster, but 6-7 ULP where the bound is 4 (the rounding of Z, of 1 / (L + a) and of
+# four float32 products add up), so the float64 intermediate stays.
 
 def exp_wide(x):
     """float64 e^x accurate to float32 results (backend primitive: _math.exp_poly_single)."""
@@ -516,9 +518,6 @@ def exp_wide(x):
 GELU_TAIL = 40.0
 GELU_SQRT1_2 = 0.7071067811865476
 GELU_INV_SQRT_2PI = 0.3989422804014327
-ERFCX18_L = 3.5676213450081633
-ERFC_INV_SQRT_PI = 0.5641895835477563
-ERFC_TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
 def mul_add_wide(a, b, c):
@@ -526,70 +525,59 @@ def mul_add_wide(a, b, c):
     return W(a) * W(b) + W(c)
 
 
-def erfc_wide(t):
-    """(erfc(t), exp(-t^2)) in float64 to ~1e-9 relative, for float32 results:
-    exp(-a^2) erfcx(a) for a = |t| (at most 30), and 2 - that for t < 0.  No separate series
-    near 0 (the float64 formula's): erfcx's 3e-10 is amplified at most 3x by 2 - e there.
-    The polynomial in Estrin's scheme (depth 5 instead of 17 dependent steps: the Horner form
-    was latency-bound, gelu float32 1e6 elements on 1 thread 8.5 ms), and z and
-    (2 p / la + 1 / sqrt(pi)) / la from one reciprocal 1 / la (its rounding adds ~3e-16)."""
-    a = abs(t)
-    a = 30.0 if a > 30.0 else a
-    la = ERFCX18_L + a
-    inv = 1.0 / la  # one division for z and g (gelu 1e6 float32, 1 thread: 2.40 -> 2.34 ms)
-    z = (ERFCX18_L - a) * inv
+# Phi(x) = exp(-x^2 / 2) erfcx(a) / 2, a = |x| / sqrt2, for x <= 0, and 1 - that for x > 0, with
+# erfcx(a) (L + a) = q(Z), Z = (L - a) / (L + a): Weideman's expansion rearranged
+# (1 / (L + a) = (1 + Z) / (2 L)) and q fitted directly by Chebyshev interpolation on a in
+# [0, GELU_PHI_AMAX] (benchmarks/tools/erfcx_coefficients.py --wide prints q and checks these,
+# its halves).  Beyond GELU_PHI_AMAX (|x| > 24.7) exp(-x^2 / 2) < 1e-133 makes every float32
+# result that uses it 0, even times geglu's factors, so erfcx(GELU_PHI_AMAX) stands in.
+GELU_PHI_L = 3.5
+GELU_PHI_AMAX = 17.5
+GELU_PHI_Q0 = 0.5435277945901575
+GELU_PHI_Q1 = 0.4688998626369871
+GELU_PHI_Q2 = 0.34705683001205295
+GELU_PHI_Q3 = 0.2176280125744938
+GELU_PHI_Q4 = 0.11286915320201604
+GELU_PHI_Q5 = 0.04615926476868466
+GELU_PHI_Q6 = 0.013260666741400145
+GELU_PHI_Q7 = 0.0015891226420445498
+GELU_PHI_Q8 = -0.0006581828504996851
+GELU_PHI_Q9 = -0.00035803146020262457
+GELU_PHI_Q10 = -1.0056666296843037e-05
+GELU_PHI_Q11 = 3.556409254431773e-05
+
+
+def gelu_phi_wide(xc):
+    """(Phi(x), exp(-x^2 / 2)) in float64 to ~3e-10 relative, for float32 results, for
+    |x| <= GELU_TAIL (NaN kept); x^2 is exact (x is a float32).  No separate series near 0 (the
+    float64 formula's): erfcx's error is amplified at most 2x by 1 - c there.  q in Estrin's
+    scheme (depth 4 instead of 11 dependent steps: the Horner form was latency-bound).  This
+    replaced erfc(-x / sqrt2) / 2 from Weideman's expansion with N = 18 (degree 17,
+    (2 p / (L + a) + 1 / sqrt(pi)) / (L + a)): gelu float32 1e6 elements, 1 thread, 2.32 ->
+    1.85 ms, its derivative 2.67 -> 2.24 ms (both erfc forms measured in one process each)."""
+    a = abs(xc) * GELU_SQRT1_2
+    a = GELU_PHI_AMAX if a > GELU_PHI_AMAX else a
+    inv = 1.0 / (GELU_PHI_L + a)
+    z = (GELU_PHI_L - a) * inv
     z2 = z * z
     z4 = z2 * z2
-    z8 = z4 * z4
-    b0 = mul_add_wide(ERFCX18_C1, z, ERFCX18_C0)
-    b1 = mul_add_wide(ERFCX18_C3, z, ERFCX18_C2)
-    b2 = mul_add_wide(ERFCX18_C5, z, ERFCX18_C4)
-    b3 = mul_add_wide(ERFCX18_C7, z, ERFCX18_C6)
-    b4 = mul_add_wide(ERFCX18_C9, z, ERFCX18_C8)
-    b5 = mul_add_wide(ERFCX18_C11, z, ERFCX18_C10)
-    b6 = mul_add_wide(ERFCX18_C13, z, ERFCX18_C12)
-    b7 = mul_add_wide(ERFCX18_C15, z, ERFCX18_C14)
-    b8 = mul_add_wide(ERFCX18_C17, z, ERFCX18_C16)
+    b0 = mul_add_wide(GELU_PHI_Q1, z, GELU_PHI_Q0)
+    b1 = mul_add_wide(GELU_PHI_Q3, z, GELU_PHI_Q2)
+    b2 = mul_add_wide(GELU_PHI_Q5, z, GELU_PHI_Q4)
+    b3 = mul_add_wide(GELU_PHI_Q7, z, GELU_PHI_Q6)
+    b4 = mul_add_wide(GELU_PHI_Q9, z, GELU_PHI_Q8)
+    b5 = mul_add_wide(GELU_PHI_Q11, z, GELU_PHI_Q10)
     q0 = mul_add_wide(b1, z2, b0)
     q1 = mul_add_wide(b3, z2, b2)
     q2 = mul_add_wide(b5, z2, b4)
-    q3 = mul_add_wide(b7, z2, b6)
-    o0 = mul_add_wide(q1, z4, q0)
-    o1 = mul_add_wide(q3, z4, q2)
-    p = mul_add_wide(b8, z8 * z8, mul_add_wide(o1, z8, o0))
-    g = mul_add_wide(ERFC_INV_SQRT_PI, la, 2.0 * p) * (inv * inv)
-    ex = exp_wide(-(a * a))
-    e = ex * g
-    return (e if t >= 0.0 else 2.0 - e), ex
-
-
-# Weideman's p for N = 18, coefficient of z^k (benchmarks/tools/erfcx_coefficients.py)
-ERFCX18_C17 = -3.1869321153067017e-07
-ERFCX18_C16 = 3.2036198965409584e-07
-ERFCX18_C15 = 1.9824809529409054e-06
-ERFCX18_C14 = -1.4450374434502039e-06
-ERFCX18_C13 = -1.3755428151766495e-05
-ERFCX18_C12 = -1.0106644125623642e-07
-ERFCX18_C11 = 9.872402635975524e-05
-ERFCX18_C10 = 0.00013010203591172392
-ERFCX18_C9 = -0.0005709172642020883
-ERFCX18_C8 = -0.0023240870310292676
-ERFCX18_C7 = -0.0009918683820509147
-ERFCX18_C6 = 0.019773341033423545
-ERFCX18_C5 = 0.09479771920168859
-ERFCX18_C4 = 0.2716562242139772
-ERFCX18_C3 = 0.5854928421371655
-ERFCX18_C2 = 1.0223423422296651
-ERFCX18_C1 = 1.4967586587401749
-ERFCX18_C0 = 1.8704038646494756
+    q = mul_add_wide(q2, z4 * z4, mul_add_wide(q1, z4, q0))
+    ex = exp_wide(-0.5 * (xc * xc))
+    c = ex * (q * inv)
+    return (c if xc < 0.0 else 1.0 - c), ex
 
 
 def gelu_exact_wide(xw):
-    # x Phi(x) = x erfc(-x / sqrt2) / 2
-    erfc, ex = erfc_wide(-xw * GELU_SQRT1_2)
-    return 0.5 * xw * erfc
-
-
+    return xw * gelu_phi_wide(xw)[0]
 
 
 GELU_A = 1.5957691216057308  # 2 sqrt(2 / pi)
@@ -619,8 +607,8 @@ def gelu(x, approximate):
     return F(gelu_wide(x, approximate))
 
 
-# gelu' (both forms) crosses zero near -0.752, where its two terms cancel: erfc_wide's and
-# exp_wide's ~1e-9 relative error became up to ~4,600 float32 ULP within ~0.01 of the zero
+# gelu' (both forms) crosses zero near -0.752, where its two terms cancel: gelu_phi_wide's
+# and exp_wide's ~1e-9 relative error became up to ~4,600 float32 ULP within ~0.01 of the zero
 # (found by benchmarks/tools/derivative_zeros.py's measurements); within 0.05, h p(h) in float64
 GELU_D_WIDE_ROOT_HI = -0.7517915246935645
 GELU_D_WIDE_ROOT_LO = 1.4956759177009883e-17
@@ -679,9 +667,9 @@ def gelu_derivative(x, approximate):
 
 
 def gelu_exact_both_wide(xw):
-    # (x Phi(x), Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi): erfc_wide's exp(-t^2)
-    erfc, ex = erfc_wide(-xw * GELU_SQRT1_2)
-    return 0.5 * xw * erfc, 0.5 * erfc + xw * (GELU_INV_SQRT_2PI * ex)
+    # (x Phi(x), Phi(x) + x phi(x)), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+    phi, ex = gelu_phi_wide(xw)
+    return xw * phi, phi + xw * (GELU_INV_SQRT_2PI * ex)
 
 
 def gelu_tanh_both_wide(xw):

@@ -375,8 +375,9 @@ def _signature_params(spec: _registry.OpSpec, keyword_only: bool) -> tuple[str, 
 
 
 def _fast_source(spec: _registry.OpSpec, table: str, call: str, guard: str) -> str:
-    """The small-array fast path of a generated wrapper: with no out/backend/context override
-    and parameters given as plain floats (str for a choice) whose validated values are cached
+    """The small-array fast path of a generated wrapper: with no backend/context override, out
+    None or an array the results can go to directly (``_fast_out_for``), and parameters given
+    as plain floats (str for a choice) whose validated values are cached
     (_FAST_PARAMS, filled by the normal path; so bools, NumPy scalars, ints and invalid values
     take the normal path and get its errors and conversions), ``call`` -- a
     ``_fast_elementwise`` or ``_fast_backward`` call on ``_FAST[table]`` and ``p``, the
@@ -395,7 +396,7 @@ def _fast_source(spec: _registry.OpSpec, table: str, call: str, guard: str) -> s
         call = call.replace(", p", ", ()")
     call = call.replace("TABLE", f"_FAST[{table!r}]")
     body += (f"{ind}_r = {call}\n{ind}if _r is not None:\n{ind}    return _r\n")
-    return (f"    if out is None and backend is None{types_ok}{guard} and _context_get() is None:\n"
+    return (f"    if backend is None{types_ok}{guard} and _context_get() is None:\n"
             + body)
 
 
@@ -403,11 +404,11 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
     fn = spec.public_name(form)
     if form == "backward":
         _, kw, values = _signature_params(spec, keyword_only=True)
-        fast = _fast_source(spec, f"{spec.name}_backward", "_fast_backward(TABLE, grad, x, p)",
-                            " and y is None")
+        fast = _fast_source(spec, f"{spec.name}_backward",
+                            "_fast_backward(TABLE, grad, x, p, out)", " and y is None")
         if spec.y_backward is not None and not spec.params:
             fast += _fast_source(spec, f"{spec.name}_backward_from_y",
-                                 "_fast_backward(TABLE, grad, y, p)", " and x is None")
+                                 "_fast_backward(TABLE, grad, y, p, out)", " and x is None")
         return (
             f"def {fn}(grad, *, x=None, y=None, {kw}out=None, backend=None):\n{fast}"
             f"    _which, _operand = _backward_input({_PREFIX + fn!r}, x, y)\n"
@@ -416,7 +417,10 @@ def _elementwise_source(spec: _registry.OpSpec, form: str) -> str:
             f"{values}, out, backend)\n")
     head, kw, values = _signature_params(spec, keyword_only=False)
     nout = 2 if form == "and_derivative" else 1
-    fast = _fast_source(spec, f"{spec.name}_{form}", f"_fast_elementwise(TABLE, x, p, {nout})", "")
+    # (out= of the two-result form, a pair, takes the normal path)
+    fast = _fast_source(spec, f"{spec.name}_{form}",
+                        f"_fast_elementwise(TABLE, x, p, {nout}, out)",
+                        " and out is None" if nout == 2 else "")
     return (f"def {fn}(x{head}, *, {kw}out=None, backend=None):\n{fast}"
             f"    return _elementwise({spec.name!r}, {form!r}, {{'x': x}}, {values}, out, "
             f"backend)\n")
@@ -477,14 +481,36 @@ def _fast_qualifies(table: dict, a):
     return fast
 
 
-def _fast_elementwise_py(table: dict, x, params: tuple, nout: int):
-    """``NAME``, ``NAME_derivative`` (nout 1) or ``NAME_and_derivative`` (nout 2) of ``x`` on
-    the fast path, or None if ``x`` does not qualify.  The pure-Python twin of
+def _fast_out_for(out, *inputs) -> bool:
+    """Whether ``out`` can take an elementwise kernel's results on ``inputs`` (qualifying
+    arrays of one dtype and shape) directly: an exact writeable ndarray, C-contiguous and
+    aligned, of their dtype and shape, and apart from each input or exactly it (in place)."""
+    x = inputs[0]
+    if (type(out) is not _ndarray or out.dtype is not x.dtype or out.shape != x.shape
+            or not ((f := out.flags).c_contiguous and f.aligned and f.writeable)):
+        return False
+    start = out.__array_interface__["data"][0]
+    for a in inputs:
+        other = a.__array_interface__["data"][0]
+        if other != start and np.may_share_memory(out, a):
+            return False
+    return True
+
+
+def _fast_elementwise_py(table: dict, x, params: tuple, nout: int, out=None):
+    """``NAME``, ``NAME_derivative`` (nout 1) or ``NAME_and_derivative`` (nout 2, ``out``
+    None) of ``x`` on the fast path, into ``out`` where it qualifies (:func:`_fast_out_for`),
+    or None if ``x`` or ``out`` does not qualify.  The pure-Python twin of
     ``fastact._fastcall.elementwise`` (used where that extension is not built)."""
     fast = _fast_qualifies(table, x)
     if fast is None:
         return None
-    results = [_empty(x.shape, x.dtype) for _ in range(nout)]
+    if out is not None:
+        if nout != 1 or not _fast_out_for(out, x):
+            return None
+        results = [out]
+    else:
+        results = [_empty(x.shape, x.dtype) for _ in range(nout)]
     if x.ndim == 1:  # (as it is: a reshape costs ~0.1 us)
         fast[0](x, *params, *results)
     else:
@@ -492,14 +518,16 @@ def _fast_elementwise_py(table: dict, x, params: tuple, nout: int):
     return results[0] if nout == 1 else tuple(results)
 
 
-def _fast_backward_py(table: dict, grad, operand, params: tuple):
-    """``NAME_backward(grad, x=operand)`` (``y=`` with the from-y table) on the fast path, or
-    None; the twin of ``fastact._fastcall.backward``."""
+def _fast_backward_py(table: dict, grad, operand, params: tuple, out=None):
+    """``NAME_backward(grad, x=operand)`` (``y=`` with the from-y table) on the fast path (into
+    ``out`` where it qualifies), or None; the twin of ``fastact._fastcall.backward``."""
     fast = _fast_qualifies(table, operand)
     if (fast is None or type(grad) is not _ndarray or grad.dtype is not operand.dtype
             or grad.shape != operand.shape or not ((f := grad.flags).c_contiguous and f.aligned)):
         return None
-    result = _empty(operand.shape, operand.dtype)
+    if out is not None and not _fast_out_for(out, operand, grad):
+        return None
+    result = _empty(operand.shape, operand.dtype) if out is None else out
     if operand.ndim == 1:
         fast[0](grad, operand, *params, result)
     else:

@@ -549,6 +549,21 @@ def test_fast_path_equals_the_normal_path(spec, form, kernel, dispatch_table, fa
             assert got_k.dtype == want_k.dtype and got_k.shape == want_k.shape
             np.testing.assert_array_equal(got_k, want_k)
             assert got_k is not a and got_k is not g
+    if form != "and_derivative":
+        # out=: a fresh array, and in place on an input (the fast path writes into out itself
+        # where it is apart from the inputs or exactly one of them), against the normal path
+        want = call(operand, grad, backend=_config.BACKEND or "numba")
+        out = np.full_like(operand, np.nan)
+        assert call(operand, grad, out=out) is out
+        np.testing.assert_array_equal(out, want)
+        for k in range(2 if form == "backward" else 1):  # out = the operand, or grad
+            a, g = operand.copy(), grad.copy()
+            target = (a, g)[k]
+            assert call(a, g, out=target) is target
+            np.testing.assert_array_equal(target, want)
+        # a partly overlapping out takes the normal path (through a buffer): same values
+        buf = np.concatenate([operand, operand[:1]])
+        np.testing.assert_array_equal(call(buf[:-1], grad, out=buf[1:]), want)
     if form == "backward":
         # mixed dtypes, shapes or layouts take the normal path: its promotion and errors
         mixed = call(operand, grad.astype(np.float64))
@@ -860,6 +875,43 @@ def test_fast_helpers_take_only_qualifying_arrays(impl):
     assert elementwise(table, x[:0], (), 1).shape == (0,)  # empty: the kernel's loop is empty
     zero_d = elementwise(table, np.array(x[0]), (), 1)
     assert zero_d.shape == () and zero_d == 7 and ran[-1] == ((1,), (1,))
+    # out=: taken where it qualifies as x does, is writeable, and is apart from each input or
+    # exactly it; everything else (and any out for the two-result form) is left to the
+    # normal path, which raises or goes through a buffer
+    ran.clear()
+    g = np.linspace(2, 3, 24, dtype=np.float32)
+    wide = np.zeros(48, np.float32)
+    read_only = np.zeros(24, np.float32)
+    read_only.flags.writeable = False
+    bad_outs = [np.zeros(24), np.zeros(23, np.float32), np.zeros((4, 6), np.float32),
+                wide[::2], read_only, unaligned, np.zeros(24, ">f4"),
+                np.zeros(24, np.float32).view(np.matrix), [0.0] * 24, np.float32(0)]
+    for out in bad_outs:
+        assert elementwise(table, x, (), 1, out) is None
+        assert backward(table, g, x, (), out) is None
+    assert elementwise(table, x, (), 2, np.zeros(24, np.float32)) is None
+    xs = np.concatenate([x, x])
+    for shift in (1, 12, 23):  # partial overlap with the input (either side), or with grad
+        assert elementwise(table, xs[shift:shift + 24], (), 1, xs[:24]) is None
+        assert elementwise(table, xs[:24], (), 1, xs[shift:shift + 24]) is None
+        assert backward(table, xs[:24], x, (), xs[shift:shift + 24]) is None
+        assert backward(table, x, xs[:24], (), xs[shift:shift + 24]) is None
+    assert ran == []
+    for out in (np.zeros(24, np.float32), x.copy()):
+        assert elementwise(table, x, (), 1, out) is out and (out == 7).all()
+    inplace = x.copy()
+    assert elementwise(table, inplace, (), 1, inplace) is inplace and (inplace == 7).all()
+    out = np.zeros(24, np.float32)
+    assert backward(table, g, x, (), out) is out and (out == 7).all()
+    for k in range(2):
+        args = [g.copy(), x.copy()]
+        assert backward(table, args[0], args[1], (), args[k]) is args[k]
+    adjacent = np.zeros(48, np.float32)  # touching, not overlapping
+    adjacent[:24] = x
+    assert elementwise(table, adjacent[:24], (), 1, adjacent[24:]) is not None
+    out3 = np.zeros((2, 3, 4), np.float32)
+    assert elementwise(table, x.reshape(2, 3, 4), (0.5,), 1, out3) is out3
+    assert ran[-1] == ((24,), 0.5, (24,))
 
 
 @pytest.mark.parametrize("impl", ["c", "python"])

@@ -1,4 +1,4 @@
-"""Coefficients of the polynomial in ``fastact._math.erfc_poly`` (Weideman's erfcx expansion).
+"""Coefficients of the polynomial in ``fastact._math.erfcx_expansion`` (Weideman's erfcx expansion).
 
 J.A.C. Weideman, "Computation of the complex error function", SIAM J. Numer. Anal. 31 (1994):
 for x >= 0,
@@ -10,7 +10,7 @@ where p is a polynomial of degree N - 1 whose coefficients are the discrete Four
 of f(theta) = exp(-t^2) (L^2 + t^2), t = L tan(theta / 2), sampled at theta = k pi / M,
 k = -M + 1 .. M - 1, M = 2N (plus a zero sample: 4N points in all).  This script evaluates that
 transform directly in 60-digit mpmath (no FFT rounding) and prints the coefficients from the
-highest degree down, the order of the Horner steps in ``erfc_poly``.
+highest degree down, the order of the Horner steps in ``erfcx_expansion``.
 
 For the float32 kernels (``fastact._math32.gelu_phi_wide``, float64 arithmetic for float32
 results) a shorter form of the same idea: erfcx(a) = q(Z) / (L + a) with Z as above, since
@@ -107,11 +107,11 @@ def shipped_wide() -> list[float]:
 
 
 def shipped() -> list[float]:
-    """The constants of the Horner steps ``p = mul_add(p, z, c)`` in ``erfc_poly``, highest
-    degree first (read from the source)."""
+    """The constants of the Horner steps ``p = mul_add(p, z, c)`` in ``erfcx_expansion``
+    (erfc_poly's and the gelu's erfcx), highest degree first (read from the source)."""
     tree = ast.parse(MATH_PY.read_text())
     fn = next(node for node in tree.body
-              if isinstance(node, ast.FunctionDef) and node.name == "erfc_poly")
+              if isinstance(node, ast.FunctionDef) and node.name == "erfcx_expansion")
     values = []
     for stmt in fn.body:
         if not (isinstance(stmt, ast.Assign) and isinstance(stmt.targets[0], ast.Name)

@@ -59,10 +59,11 @@ BASE_CIMPORTS = {"exp": "exp", "expm1": "expm1", "fabs": "fabs", "log": "log",
 
 #: Branch-free helpers of ``_math.py`` that the Cython backend replaces by the libm function of
 #: the same meaning, where gcc leaves the loops around them scalar and the branchy libm version
-#: is then faster.  erfc_poly: gcc does not vectorise the gelu loop (it keeps the
-#: approximate='none'/'tanh' select inside it), and scalar, libm's erfc is faster (benchmark
-#: group elementwise gelu, float32 1e7, cython, 2 threads: 154 ms with libm erfc, 316 ms with
-#: erfc_poly; numba vectorises it: 333 -> 112 ms).
+#: is then faster.  erfc_poly: no kernel calls it since the exact gelu takes erfc's pieces
+#: (``gelu_erfc_parts``) and its Cython loops vectorise (see ``_op_context``); when the gelu
+#: loop still called erfc_poly and stayed scalar, libm's erfc was faster there (benchmark group
+#: elementwise gelu, float32 1e7, cython, 2 threads: 154 ms with libm erfc, 316 ms with
+#: erfc_poly).
 LIBM_EQUIVALENTS = {"erfc_poly": "erfc"}
 
 #: Line of the generated file that records the build facts (see :func:`read_build_facts`).
@@ -77,6 +78,11 @@ DEFAULT_FACTS = {
 }
 
 
+#: Helpers of ``_math.py`` whose names end so may return a tuple of any length (a ctuple of
+#: doubles in C): pieces that several formulas combine.
+TUPLE_HELPER_SUFFIXES = ("_factors", "_parts")
+
+
 class FormulaError(ValueError):
     """A function of ``_math.py`` uses something the Cython translation cannot express."""
 
@@ -86,7 +92,7 @@ class Formula:
     name: str          # Python name in _math.py
     cname: str         # Cython name in the generated module
     args: tuple        # argument names (all C doubles)
-    returns: int       # 1 (double) or 2 (ctuple (double, double))
+    returns: int       # 1 (double) or n (ctuple of n doubles)
     locals: tuple      # local variables, declared cdef double
     body: str          # Cython body, indented by four spaces
 
@@ -198,9 +204,12 @@ def _return_arity(fn, path) -> int:
         raise FormulaError(f"{path}:{fn.lineno}: {fn.name} must return values of one arity, "
                            f"found {sorted(arities) or 'no return'}")
     arity = arities.pop()
+    if fn.name.endswith(TUPLE_HELPER_SUFFIXES):
+        return arity  # a helper's pieces (exp_factors, gelu_erfc_parts): any number
     if (arity == 2) != fn.name.endswith("_and_derivative") or arity > 2:
         raise FormulaError(f"{path}:{fn.lineno}: {fn.name} returns {arity} value(s); only "
-                           f"*_and_derivative functions return a pair")
+                           f"*_and_derivative functions return a pair (and helpers named "
+                           f"*{'/*'.join(TUPLE_HELPER_SUFFIXES)} a tuple)")
     return arity
 
 
@@ -333,11 +342,24 @@ def _op_context(op, formulas: dict) -> dict:
         if f is not None and len(f.args) != 1 + len(params):
             raise FormulaError(f"{MATH}: {n} takes {len(f.args)} arguments; the registry gives "
                                f"{op.name} the parameters {params}")
+    # a choice parameter (gelu's approximate, passed as the choice's index 0.0, 1.0, ...) gets a
+    # loop of its own per choice, with the constant index passed: gcc then drops the select
+    # between the forms inside the loop body, and with the formulas inlined (setup.py's
+    # max-inline-insns-single) vectorises it.  gelu 1e6, 1 thread, cython: exact form float64
+    # 36.0 -> 6.6 ms, float32 36.2 -> 5.7 ms (derivative 39.5 -> 9.0 and 8.2 ms), tanh form
+    # 16.3 -> 2.4 ms and 17.0 -> 2.3 ms (derivative 22.4 -> 3.5 and 3.4 ms); neither change
+    # alone vectorised the exact form.
+    choice = next((p for p in op.params if p.choices), None)
     return types.SimpleNamespace(**{
         "name": op.name,
         "params": params,
         "pdecl": "".join(f"double {p}, " for p in params),  # in a def signature
         "pargs": "".join(f", {p}" for p in params),           # appended to a formula call
+        "choice": choice.name if choice else None,
+        # (index as a C double literal, the formula call's arguments with it)
+        "choice_loops": [(f"{k}.0", "".join(f", {f'{k}.0' if p == choice.name else p}"
+                                            for p in params))
+                         for k in range(len(choice.choices))] if choice else [],
         "fused": f"{op.name}_and_derivative" in formulas,
         "y_backward": op.y_backward is not None,
         "kernels": list(op.kernel_names()),

@@ -31,6 +31,9 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 EXT_NAME = "fastact.kernels._cython_kernels"
 #: gcc's max-inline-insns-single for the kernels (its -O3 default is 200)
 INLINE_LIMIT = 1000
+#: gcc's inline-unit-growth (percent; default 40): the generated module is large, and at the
+#: default gcc stopped inlining the gelu formulas into some kernels once the unit had grown
+INLINE_UNIT_GROWTH = 400
 PYX = "fastact/kernels/_cython_kernels.pyx"
 FASTCALL_NAME = "fastact._fastcall"
 FASTCALL_PYX = "fastact/_fastcall.pyx"
@@ -146,7 +149,8 @@ def build_flags() -> dict:
         # _cython_codegen._op_context: gelu float64 1e6, 1 thread, 36.0 -> 6.6 ms; the other
         # ops' Cython kernels measured unchanged, 0.95-1.03x).  Only where the compiler
         # accepts the parameter (gcc).
-        inline = ["--param", f"max-inline-insns-single={INLINE_LIMIT}"]
+        inline = ["--param", f"max-inline-insns-single={INLINE_LIMIT}",
+                  "--param", f"inline-unit-growth={INLINE_UNIT_GROWTH}"]
         if _compiles(_PLAIN_PROBE, base + inline, []):
             base += inline
     openmp = _compiles(_OPENMP_PROBE, base + omp, link_omp)

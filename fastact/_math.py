@@ -920,15 +920,9 @@ def gelu_tanh_derivative(x):
 
 
 def gelu_exact(x):
-    # x erfc(t + te) / 2 from gelu_erfc_parts: for t >= 0.5 (x <= -0.707) e (g - te C) with the
-    # powers of two last, so the tail is rounded once (normal results down to x = -38.5)
-    xc = gelu_clamped(x)
-    t, te, a, g, e, s1, s2 = gelu_erfc_parts(xc)
-    es = e * s1 * s2
-    c = te * GELU_TWO_OVER_SQRTPI
-    v = (0.5 * xc * (erfc_series(t) - c * es) if a < 0.5 else
-         (((0.5 * xc * e * (g - c)) * s1) * s2 if t > 0.0 else 0.5 * xc * (2.0 - es * (g + c))))
-    return x if x > GELU_TAIL else (0.0 if x < -GELU_TAIL else v)
+    # (its derivative is dead code here: the compilers drop it)
+    v, d = gelu_exact_and_derivative(x)
+    return v
 
 
 # gelu'(x) = Phi(x) + x phi(x) is 0 at x0 = -0.75179...: near it the two terms (~0.23 each)
@@ -974,19 +968,31 @@ def gelu_exact_derivative_near_root(x):
 
 
 def gelu_exact_derivative(x):
-    # Phi(x) + x phi(x) from gelu_erfc_parts, phi(x) = exp(-(t + te)^2) / sqrt(2 pi)
-    # = e s1 s2 (1 - 2 t te) / sqrt(2 pi); the series about its zero on
-    # [GELU_D_NEAR_LO, GELU_D_NEAR_HI]
+    v, d = gelu_exact_and_derivative(x)
+    return d
+
+
+def gelu_exact_and_derivative(x):
+    """(x Phi(x), Phi(x) + x phi(x)) from gelu_erfc_parts, with phi(x) = exp(-(t + te)^2) /
+    sqrt(2 pi) = e s1 s2 (1 - 2 t te) / sqrt(2 pi).  For t >= 0.5 (x <= -0.707) the powers of
+    two come last, so the tail is rounded once (normal results down to x = -38.5); the
+    derivative is the series about its zero on [GELU_D_NEAR_LO, GELU_D_NEAR_HI].  gelu_exact
+    and gelu_exact_derivative take one of the two: the compilers drop the other's code."""
     xc = gelu_clamped(x)
     t, te, a, g, e, s1, s2 = gelu_erfc_parts(xc)
     es = e * s1 * s2
     c = te * GELU_TWO_OVER_SQRTPI
     w = xc * GELU_INV_SQRT_2PI * (1.0 - 2.0 * t * te)
-    d = (0.5 * (erfc_series(t) - c * es) + w * es if a < 0.5 else
+    s = erfc_series(t) if a < 0.5 else 0.0
+    v = (0.5 * xc * (s - c * es) if a < 0.5 else
+         (((0.5 * xc * e * (g - c)) * s1) * s2 if t > 0.0 else 0.5 * xc * (2.0 - es * (g + c))))
+    d = (0.5 * (s - c * es) + w * es if a < 0.5 else
          ((e * (0.5 * (g - c) + w)) * s1) * s2 if t > 0.0 else 1.0 + es * (w - 0.5 * (g + c)))
     near = gelu_exact_derivative_near_root(xc)
     d = near if (xc >= GELU_D_NEAR_LO and xc <= GELU_D_NEAR_HI) else d
-    return 1.0 if x > GELU_TAIL else (0.0 if x < -GELU_TAIL else d)
+    big = x > GELU_TAIL
+    small = x < -GELU_TAIL
+    return (x if big else (0.0 if small else v)), (1.0 if big else (0.0 if small else d))
 
 
 def gelu(x, approximate):
@@ -996,6 +1002,17 @@ def gelu(x, approximate):
 
 def gelu_derivative(x, approximate):
     return gelu_tanh_derivative(x) if approximate != 0.0 else gelu_exact_derivative(x)
+
+
+def gelu_tanh_and_derivative(x):
+    return gelu_tanh(x), gelu_tanh_derivative(x)
+
+
+def gelu_and_derivative(x, approximate):
+    # one erfc for both (the exact form); each form in its own branch, which the compilers
+    # take out of the loop (a select between the two pairs computed both: Numba float64 1e6,
+    # 1 thread, 13.1 ms for the exact pair and 12.3 ms for the tanh pair)
+    return gelu_tanh_and_derivative(x) if approximate != 0.0 else gelu_exact_and_derivative(x)
 
 
 # --- losses: per-element value and gradient (kernels multiply by the element weight) -----------

@@ -199,7 +199,14 @@ def _return_arity(fn, path) -> int:
         if isinstance(node, ast.Return):
             if node.value is None:
                 raise FormulaError(f"{path}:{node.lineno}: {fn.name} returns nothing")
-            arities.add(len(node.value.elts) if isinstance(node.value, ast.Tuple) else 1)
+            if isinstance(node.value, ast.Tuple):
+                arities.add(len(node.value.elts))
+            elif fn.name.endswith("_and_derivative"):
+                # another formula's pair (a call, or a choice between calls): the C compiler
+                # checks the types
+                arities.add(2)
+            else:
+                arities.add(1)
     if len(arities) != 1:
         raise FormulaError(f"{path}:{fn.lineno}: {fn.name} must return values of one arity, "
                            f"found {sorted(arities) or 'no return'}")
@@ -355,11 +362,12 @@ def _op_context(op, formulas: dict) -> dict:
         "params": params,
         "pdecl": "".join(f"double {p}, " for p in params),  # in a def signature
         "pargs": "".join(f", {p}" for p in params),           # appended to a formula call
-        "choice": choice.name if choice else None,
-        # (index as a C double literal, the formula call's arguments with it)
-        "choice_loops": [(f"{k}.0", "".join(f", {f'{k}.0' if p == choice.name else p}"
-                                            for p in params))
-                         for k in range(len(choice.choices))] if choice else [],
+        # the kernel loops to emit, as (condition, formula call's extra arguments): one per
+        # choice (the index as a C double literal) and the general loop last
+        "variants": ([(f"{choice.name} == {k}.0",
+                       "".join(f", {f'{k}.0' if p == choice.name else p}" for p in params))
+                      for k in range(len(choice.choices))] if choice else [])
+        + [("True", "".join(f", {p}" for p in params))],
         "fused": f"{op.name}_and_derivative" in formulas,
         "y_backward": op.y_backward is not None,
         "kernels": list(op.kernel_names()),
@@ -431,7 +439,7 @@ def context(root: str, build: dict | None = None) -> dict:
             gate = _op_context(registry.OPS_BY_NAME[op.extra["gate"]], by_name)
             gated_ops.append(types.SimpleNamespace(name=op.name, gate=gate.name,
                                                    pdecl=gate.pdecl, pargs=gate.pargs,
-                                                   fused=gate.fused))
+                                                   fused=gate.fused, variants=gate.variants))
     loss_ops = [types.SimpleNamespace(name=op.name, layout=op.extra.get("layout"))
                 for op in registry.OPS if op.kind == "loss"]
     return {

@@ -412,6 +412,18 @@ SOFTPLUS_SCALE = 6.054601895401186e-39  # e^-88, float64
 
 
 def softplus(x, beta, limit):
+    # beta = 1 (the default) in its own branch, which the compiler takes out of the loop: no
+    # beta x to split, all float32 (as log_sigmoid; max 2.25 ULP over every 61st bit pattern,
+    # the same as the general form) -- 1e6 float32, 1 thread: 2.43 -> 0.99 ms
+    return softplus_unit(x, limit) if beta == 1.0 else softplus_beta(x, beta, limit)
+
+
+def softplus_unit(x, limit):
+    v = (x if x > ZERO else ZERO) + log1p_poly_unit(exp_poly(-abs(x)))
+    return x if x > limit else v
+
+
+def softplus_beta(x, beta, limit):
     # beta x in float64 (as the threshold test of _math.py) split into bx + bxe: a rounded bx
     # alone would cost |bx| 2^-24 relative in exp(-|bx|) (65 ULP at beta = 2.5, x = -31.5);
     # exp(-|bx + bxe|) = exp(-|bx|) (1 -+ bxe); log1p's terms summed and divided by beta in
@@ -433,6 +445,16 @@ def softplus(x, beta, limit):
 
 
 def softplus_derivative(x, beta, limit):
+    # sigmoid(x) itself for beta = 1, as in softplus (0.87 -> 0.46 ms)
+    return softplus_derivative_unit(x, limit) if beta == 1.0 else softplus_derivative_beta(
+        x, beta, limit)
+
+
+def softplus_derivative_unit(x, limit):
+    return ONE if x > limit else sigmoid(x)
+
+
+def softplus_derivative_beta(x, beta, limit):
     # sigmoid(beta x) with beta x = bx + bxe as in softplus
     bxw = beta * W(x)
     bx = F(bxw)

@@ -175,8 +175,8 @@ array([-0.0852318 ,  0.5       ,  2.25493838])""",
         "notes": """\
 Also called swish.  Stable form: with ``e = exp(-|x|)``, ``x / (1 + e)`` for x >= 0 and
 ``x e / (1 + e)`` for x < 0, in float64 and rounded once (float32 data on the Numba backend:
-in float32, with ``e`` applied as two factors ``exp(-|x|/2)`` below -64), so float32 results
-stay accurate where sigmoid alone would be subnormal.  Limits: silu(-inf) = 0, silu(inf) = inf; the derivative
+in float32, with ``e`` kept as ``e 2^32`` until a last multiplication by ``2^-32``), so float32
+results stay accurate where sigmoid alone would be subnormal.  Limits: silu(-inf) = 0, silu(inf) = inf; the derivative
 tends to 0 and 1.  Its minimum is -0.2785 at x = -1.2785: unlike ReLU it is smooth and slightly
 negative, so gradients still flow for moderately negative inputs.""",
         "examples": {

@@ -60,8 +60,8 @@ def elementwise(dict table, object a, tuple params, Py_ssize_t nout, object out=
     """``NAME``, ``NAME_derivative`` (nout 1), ``NAME_and_derivative`` (nout 2, ``out`` None)
     of ``a``, into ``out`` if given and it qualifies (:func:`_out_for`)."""
     cdef cnp.ndarray x, r0, r1
-    cdef list fast = _entry(table, a)
-    if fast is None:
+    cdef object entry = _entry(table, a)
+    if entry is None:
         return None
     x = <cnp.ndarray>a
     if out is None:
@@ -72,15 +72,15 @@ def elementwise(dict table, object a, tuple params, Py_ssize_t nout, object out=
         return None
     if nout == 1:
         if params:
-            fast[0](_flat(x), *params, _flat(r0))
+            entry(_flat(x), *params, _flat(r0))
         else:
-            fast[0](_flat(x), _flat(r0))
+            entry(_flat(x), _flat(r0))
         return r0
     r1 = _empty(x)
     if params:
-        fast[0](_flat(x), *params, _flat(r0), _flat(r1))
+        entry(_flat(x), *params, _flat(r0), _flat(r1))
     else:
-        fast[0](_flat(x), _flat(r0), _flat(r1))
+        entry(_flat(x), _flat(r0), _flat(r1))
     return r0, r1
 
 
@@ -88,8 +88,8 @@ def backward(dict table, object grad, object operand, tuple params, object out=N
     """``NAME_backward(grad, x=operand)`` (or ``y=``, with the from-y table), into ``out`` if
     given and it qualifies (:func:`_out_for`)."""
     cdef cnp.ndarray g, x, r
-    cdef list fast = _entry(table, operand)
-    if fast is None or not _same(grad, <cnp.ndarray>operand):
+    cdef object entry = _entry(table, operand)
+    if entry is None or not _same(grad, <cnp.ndarray>operand):
         return None
     g, x = <cnp.ndarray>grad, <cnp.ndarray>operand
     if out is None:
@@ -99,14 +99,16 @@ def backward(dict table, object grad, object operand, tuple params, object out=N
     else:
         return None
     if params:
-        fast[0](_flat(g), _flat(x), *params, _flat(r))
+        entry(_flat(g), _flat(x), *params, _flat(r))
     else:
-        fast[0](_flat(g), _flat(x), _flat(r))
+        entry(_flat(g), _flat(x), _flat(r))
     return r
 
 
-cdef inline list _entry(dict table, object a):
-    """The fast entry for array ``a``, or None if ``a`` does not qualify."""
+cdef inline object _entry(dict table, object a):
+    """The fast entry point for array ``a`` (the twin of ``fastact.api._fast_qualifies``):
+    the table entry's first callable below its size limit, from there its third (a ranged
+    entry, or None) where it has one; None if ``a`` does not qualify."""
     cdef PyObject *item
     cdef list fast
     if not _usable(a):
@@ -115,9 +117,9 @@ cdef inline list _entry(dict table, object a):
     if item is NULL:
         return None
     fast = <list>item
-    if cnp.PyArray_SIZE(<cnp.ndarray>a) >= <Py_ssize_t>fast[1]:
-        return None
-    return fast
+    if cnp.PyArray_SIZE(<cnp.ndarray>a) < <Py_ssize_t>fast[1]:
+        return fast[0]
+    return fast[2] if len(fast) > 2 else None
 
 
 def rows(dict table, object a, object grad, double temperature, Py_ssize_t axis):
@@ -126,8 +128,8 @@ def rows(dict table, object a, object grad, double temperature, Py_ssize_t axis)
     """
     cdef cnp.ndarray x, g, r
     cdef int nd
-    cdef list fast = _entry(table, a)
-    if fast is None:
+    cdef object entry = _entry(table, a)
+    if entry is None:
         return None
     x = <cnp.ndarray>a
     nd = cnp.PyArray_NDIM(x)
@@ -135,12 +137,12 @@ def rows(dict table, object a, object grad, double temperature, Py_ssize_t axis)
         return None
     if grad is None:
         r = _empty(x)
-        fast[0](_rows(x), None, temperature, _rows(r))
+        entry(_rows(x), None, temperature, _rows(r))
         return r
     if not _same(grad, x):
         return None
     r = _empty(x)
-    fast[0](_rows(<cnp.ndarray>grad), _rows(x), None, temperature, _rows(r))
+    entry(_rows(<cnp.ndarray>grad), _rows(x), None, temperature, _rows(r))
     return r
 
 
@@ -251,8 +253,8 @@ def row_loss(dict table, object a, object target, long long ignore_index, object
     cdef Py_ssize_t i, rows, C
     cdef cnp.npy_intp dim, one = 1
     cdef double total
-    cdef list fast = _entry(table, a)
-    if fast is None or cnp.PyArray_NDIM(<cnp.ndarray>a) != 2 or not _usable(target):
+    cdef object entry = _entry(table, a)
+    if entry is None or cnp.PyArray_NDIM(<cnp.ndarray>a) != 2 or not _usable(target):
         return None
     x, t = <cnp.ndarray>a, <cnp.ndarray>target
     rows, C = cnp.PyArray_DIM(x, 0), cnp.PyArray_DIM(x, 1)
@@ -277,13 +279,13 @@ def row_loss(dict table, object a, object target, long long ignore_index, object
         g = <cnp.ndarray>cnp.PyArray_EMPTY(1, &one, cnp.NPY_FLOAT64, 0)
         (<double *>cnp.PyArray_DATA(g))[0] = grad_scale * (1.0 / rows) if mean else grad_scale
         if smoothing is None:
-            fast[0](x, t, w, ignore_index, g, losses, grad)
+            entry(x, t, w, ignore_index, g, losses, grad)
         else:
-            fast[0](x, t, w, ignore_index, smoothing, g, losses, grad)
+            entry(x, t, w, ignore_index, smoothing, g, losses, grad)
     elif smoothing is None:
-        fast[0](x, t, w, ignore_index, losses)
+        entry(x, t, w, ignore_index, losses)
     else:
-        fast[0](x, t, w, ignore_index, smoothing, losses)
+        entry(x, t, w, ignore_index, smoothing, losses)
     total = _pairwise_sum(<const double *>cnp.PyArray_DATA(losses), rows)
     if mean:
         total = total / rows

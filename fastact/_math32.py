@@ -190,6 +190,21 @@ def relu_derivative_from_y(y):
     return _step(y, ZERO, ONE)
 
 
+# leaky_relu: the product stays float64 (its float64 slope; DESIGN.md section 4: exact, i.e.
+# the float64 product rounded once to float32), but the test and the select are float32 (16
+# lanes, one compare, where the float64 formula compares twice and selects two halves).
+def leaky_relu(x, negative_slope):
+    return x if x > ZERO else F(W(x) * negative_slope)
+
+
+def leaky_relu_derivative(x, negative_slope):
+    return _step(x, F(negative_slope), ONE)
+
+
+def leaky_relu_derivative_from_y(y, negative_slope):
+    return _step(y, F(negative_slope), ONE)
+
+
 SIX = F(6.0)
 
 

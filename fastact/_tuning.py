@@ -98,6 +98,10 @@ class DispatchTable:
         starts, names = runs
         return names[bisect.bisect_right(starts, size) - 1]
 
+    def runs(self, key: str, dtype: str) -> tuple[list[int], list[str]] | None:
+        """(starts, backends) of ``key``/``dtype``'s runs, or None without an entry."""
+        return self._runs.get((key, dtype))
+
     def limit(self, key: str, dtype: str, backend: str) -> int:
         """The size from which ``key``/``dtype`` stops using ``backend`` continuously from 0
         (0 if it does not start with it, a huge number if it never stops)."""

@@ -8,6 +8,7 @@ derivative, stable form, example) so that every form of an op says the same thin
 from __future__ import annotations
 
 import math
+from bisect import bisect_right as _bisect_right
 
 import numpy as np
 
@@ -471,14 +472,17 @@ class _EntryPoint:
 
 
 def _fast_qualifies(table: dict, a):
-    """The fast entry for ``a`` (an exact ndarray, C-contiguous, aligned, of a dtype in
-    ``table`` and below its size limit), or None."""
+    """The fast entry point for ``a`` (an exact ndarray, C-contiguous, aligned, of a dtype in
+    ``table``): the entry's first callable below its size limit, from there its third (a
+    _RangedEntry, or None) where it has one; or None."""
     if type(a) is not _ndarray:
         return None
     fast = table.get(a.dtype)
-    if fast is None or a.size >= fast[1] or not ((f := a.flags).c_contiguous and f.aligned):
+    if fast is None or not ((f := a.flags).c_contiguous and f.aligned):
         return None
-    return fast
+    if a.size < fast[1]:
+        return fast[0]
+    return fast[2] if len(fast) > 2 else None
 
 
 def _fast_out_for(out, *inputs) -> bool:
@@ -502,8 +506,8 @@ def _fast_elementwise_py(table: dict, x, params: tuple, nout: int, out=None):
     None) of ``x`` on the fast path, into ``out`` where it qualifies (:func:`_fast_out_for`),
     or None if ``x`` or ``out`` does not qualify.  The pure-Python twin of
     ``fastact._fastcall.elementwise`` (used where that extension is not built)."""
-    fast = _fast_qualifies(table, x)
-    if fast is None:
+    entry = _fast_qualifies(table, x)
+    if entry is None:
         return None
     if out is not None:
         if nout != 1 or not _fast_out_for(out, x):
@@ -512,26 +516,26 @@ def _fast_elementwise_py(table: dict, x, params: tuple, nout: int, out=None):
     else:
         results = [_empty(x.shape, x.dtype) for _ in range(nout)]
     if x.ndim == 1:  # (as it is: a reshape costs ~0.1 us)
-        fast[0](x, *params, *results)
+        entry(x, *params, *results)
     else:
-        fast[0](x.reshape(-1), *params, *[r.reshape(-1) for r in results])
+        entry(x.reshape(-1), *params, *[r.reshape(-1) for r in results])
     return results[0] if nout == 1 else tuple(results)
 
 
 def _fast_backward_py(table: dict, grad, operand, params: tuple, out=None):
     """``NAME_backward(grad, x=operand)`` (``y=`` with the from-y table) on the fast path (into
     ``out`` where it qualifies), or None; the twin of ``fastact._fastcall.backward``."""
-    fast = _fast_qualifies(table, operand)
-    if (fast is None or type(grad) is not _ndarray or grad.dtype is not operand.dtype
+    entry = _fast_qualifies(table, operand)
+    if (entry is None or type(grad) is not _ndarray or grad.dtype is not operand.dtype
             or grad.shape != operand.shape or not ((f := grad.flags).c_contiguous and f.aligned)):
         return None
     if out is not None and not _fast_out_for(out, operand, grad):
         return None
     result = _empty(operand.shape, operand.dtype) if out is None else out
     if operand.ndim == 1:
-        fast[0](grad, operand, *params, result)
+        entry(grad, operand, *params, result)
     else:
-        fast[0](grad.reshape(-1), operand.reshape(-1), *params, result.reshape(-1))
+        entry(grad.reshape(-1), operand.reshape(-1), *params, result.reshape(-1))
     return result
 
 
@@ -588,43 +592,107 @@ def _clear_fast_path() -> None:
 _dispatch.TABLE_LISTENERS.append(_clear_fast_path)
 
 
+class _RangedEntry:
+    """A fast-path table entry's callable from its size limit up (its third element): the
+    public kernel of the backend automatic dispatch picks for the call's size (the dispatch
+    table's run that holds the size of the first argument), looked up as the normal path looks
+    it up (``_dispatch.resolve``, then the module's kernel by name), so exactly the kernel the
+    normal path would call, with the normal path's ~8 us of Python checks, conversions and
+    dispatch skipped: ``fa.relu(x, out=r)`` on 1e4 float32 elements, 1 thread, 10.3 -> 2.6 us
+    (``np.maximum(x, 0, out=r)`` 4.5 us); 1e6, 2 threads, ~95 -> ~87 us.  Each run's module
+    is resolved on its first call (no backend is imported before a call needs it)."""
+
+    __slots__ = ("kernel", "key", "dtype", "starts", "modules")
+
+    def __init__(self, kernel: str, key: str, dtype: str, starts: list):
+        self.kernel, self.key, self.dtype, self.starts = kernel, key, dtype, starts
+        self.modules = [None] * len(starts)
+
+    def __call__(self, *args) -> None:
+        size = args[0].size
+        run = _bisect_right(self.starts, size) - 1 if len(self.starts) > 1 else 0
+        module = self.modules[run]
+        if module is None:
+            module = self.modules[run] = _dispatch.resolve(None, key=self.key, dtype=self.dtype,
+                                                           size=size)[1]
+            if _PARTIAL in _FAST[self.kernel]:  # (Numba may be loaded now)
+                _fast_fill(self.kernel, self.key, None, module)
+        getattr(module, self.kernel)(*args)
+
+
+_PARTIAL = "partial"  # a _FAST table's key while its entries lack the serial Numba kernel
+_NUMBA_MODULE, _CYTHON_MODULE = "fastact.kernels.numba_cpu", "fastact.kernels._cython_kernels"
+
+
 def _fast_fill(kernel_name: str, key: str, backend, module, whole: bool = False,
                kernel: str | None = None) -> None:
-    """Record the serial kernel for the fast path, when automatic dispatch chose Numba.
+    """Fill the fast path's table for ``kernel_name`` after a call with automatic dispatch
+    that resolved to ``module`` (Numba or Cython).
 
-    The fast path runs exactly what the normal path would run for a small C-contiguous
-    float32/float64 array: the same kernel (``numba_cpu._Kernel`` calls the serial twin below the
-    parallel threshold; the dispatch table's Numba range caps the size too), the same
-    validation outcome (nothing to check for such an array; parameters must be plain values
-    the normal path has validated before, see ``_remember_params``).
-    Measured: ``fa.relu`` on 1,000 float32 elements 7.3 -> ~1 us (``np.maximum(x, 0)`` ~0.9 us);
-    the benchmark group is ``relu-forward-float32-1000``.
+    The fast path runs exactly what the normal path would run for a C-contiguous
+    float32/float64 array: below the Numba range's size limit (capped at the parallel
+    threshold) the serial Numba kernel's entry point (``numba_cpu._Kernel`` calls the serial
+    twin there), from that limit up a _RangedEntry (the kernel of the backend the dispatch
+    table picks for the size), with the same validation outcome (nothing to check for such an
+    array; parameters must be plain values the normal path has validated before, see
+    ``_remember_params``).  Measured: ``fa.relu`` on 1,000 float32 elements 7.3 -> ~1 us
+    (``np.maximum(x, 0)`` ~0.9 us); the benchmark group is ``relu-forward-float32-1000``.
+    Where Numba is not loaded yet (a first call that dispatch gave Cython), the table is
+    filled without the serial entries and marked partial; a later call that loads Numba
+    fills it again.
 
-    ``whole``: record the public kernel itself (serial or parallel by size, as the normal
-    path calls it) up to the table's Numba range, for the row losses, whose fast path pays off
-    beyond the parallel threshold (its Python pre-pass and reduction cost ~13 us).
+    ``whole``: record the public Numba kernel itself (serial or parallel by size, as the
+    normal path calls it) up to the table's Numba range, for the row losses, whose fast path
+    pays off beyond the parallel threshold (its Python pre-pass and reduction cost ~13 us).
     ``kernel``: the module's kernel to record, when not ``kernel_name`` (the row losses'
     backward records the ``_and_grad`` kernel of the backend dispatch picks for the backward:
     the same row code with the loss stored too, so the gradient is bitwise the backward's).
     """
     table = _FAST.get(kernel_name)
-    if (table is None or backend is not None or _dispatch._context.get() is not None
-            or _dispatch._config.BACKEND is not None or table
-            or getattr(module, "__name__", "") != "fastact.kernels.numba_cpu"):
+    if (table is None or (table and _PARTIAL not in table) or backend is not None
+            or _dispatch._context.get() is not None or _dispatch._config.BACKEND is not None):
+        return
+    name = getattr(module, "__name__", "")
+    if whole or name != _CYTHON_MODULE:
+        numba = module if name == _NUMBA_MODULE else None
+    else:
+        numba = _dispatch._loaded.get("numba")
+        if table and numba is None:
+            return  # (partial, and still no Numba)
+    if numba is None and (whole or name != _CYTHON_MODULE):
         return
     kernel = kernel or kernel_name
-    serial = getattr(getattr(module, kernel), "serial", None)
-    threshold = module.PARALLEL_THRESHOLD
-    # (a call inside fastact.warmup sees a temporary threshold of 0 or 2**62: not recorded)
-    if serial is None or threshold != _dispatch._config.PARALLEL_THRESHOLD:
-        return  # (no serial twin: a wrapped kernel, tests recording calls; no shortcut)
     dispatch = _dispatch.dispatch_table()
+    serial, threshold = None, 0
+    if numba is not None:
+        serial = getattr(getattr(numba, kernel), "serial", None)
+        threshold = numba.PARALLEL_THRESHOLD
+        # (no serial twin: a wrapped kernel, tests recording calls; a call inside
+        # fastact.warmup sees a temporary threshold of 0 or 2**62: no shortcut)
+        if serial is None or threshold != _dispatch._config.PARALLEL_THRESHOLD:
+            return
+    elif getattr(module, kernel, None) is None:
+        return
     for dtype in _FAST_DTYPES:
-        cap = 2**62 if whole else threshold
-        limit = cap if dispatch is None else min(cap, dispatch.limit(key, dtype.name, "numba"))
+        if whole:
+            limit = 2**62 if dispatch is None else dispatch.limit(key, dtype.name, "numba")
+            if limit > 0:
+                table[dtype] = [_SizedEntry(getattr(numba, kernel), threshold), limit]
+            continue
+        limit = 0
+        if serial is not None:
+            limit = threshold if dispatch is None else min(
+                threshold, dispatch.limit(key, dtype.name, "numba"))
+        runs = None if dispatch is None else dispatch.runs(key, dtype.name)
+        starts = [limit] + ([s for s in runs[0] if s > limit] if runs else [])
+        slot = [None, limit, _RangedEntry(kernel, key, dtype.name, starts)]
         if limit > 0:
-            table[dtype] = ([_SizedEntry(getattr(module, kernel), threshold), limit]
-                            if whole else _fast_entry(serial, limit))
+            slot[0] = _EntryPoint(serial, slot)
+        table[dtype] = slot
+    if whole or numba is not None:
+        table.pop(_PARTIAL, None)
+    else:
+        table[_PARTIAL] = True
 
 
 def _define_elementwise() -> None:
@@ -687,20 +755,20 @@ def _row_fast(kernel: str, x, grad, axis, where, temperature, out, backend):
 def _fast_rows_py(table: dict, x, grad, temperature: float, axis: int):
     """The twin of ``fastact._fastcall.rows``: ``x`` (and ``grad``) qualify as in
     ``_fast_qualifies``, of at least one dimension and not empty, ``axis`` the last."""
-    fast = _fast_qualifies(table, x)
-    if fast is None or not x.ndim or not x.size or axis not in (-1, x.ndim - 1):
+    entry = _fast_qualifies(table, x)
+    if entry is None or not x.ndim or not x.size or axis not in (-1, x.ndim - 1):
         return None
     width = x.shape[-1]
     result = _empty(x.shape, x.dtype)
     rows = [a if a.ndim == 2 else a.reshape(-1, width) for a in (x, result)]
     if grad is None:
-        fast[0](rows[0], None, temperature, rows[1])
+        entry(rows[0], None, temperature, rows[1])
         return result
     if (type(grad) is not _ndarray or grad.dtype is not x.dtype or grad.shape != x.shape
             or not ((f := grad.flags).c_contiguous and f.aligned)):
         return None
-    fast[0](grad if grad.ndim == 2 else grad.reshape(-1, width), *rows[:1], None, temperature,
-            rows[1])
+    entry(grad if grad.ndim == 2 else grad.reshape(-1, width), *rows[:1], None, temperature,
+          rows[1])
     return result
 
 
@@ -1302,8 +1370,8 @@ def _fast_row_loss_py(table: dict, x, target, ignore_index: int, smoothing, mean
     """The twin of ``fastact._fastcall.row_loss``: the loss as a Python float (and the
     gradient), or None where the arrays do not qualify or a target is out of [0, C) or equal
     to ``ignore_index``."""
-    fast = _fast_qualifies(table, x)
-    if (fast is None or x.ndim != 2 or type(target) is not _ndarray or target.ndim != 1
+    entry = _fast_qualifies(table, x)
+    if (entry is None or x.ndim != 2 or type(target) is not _ndarray or target.ndim != 1
             or target.dtype != _INT64 or not ((f := target.flags).c_contiguous and f.aligned)):
         return None
     rows, C = x.shape
@@ -1322,10 +1390,10 @@ def _fast_row_loss_py(table: dict, x, target, ignore_index: int, smoothing, mean
         x, target, w, ignore_index, smoothing)
     if with_grad:
         grad = _empty(x.shape, x.dtype)
-        fast[0](*args, np.array([grad_scale * (1.0 / rows) if mean else grad_scale]), losses,
-                grad)
+        entry(*args, np.array([grad_scale * (1.0 / rows) if mean else grad_scale]), losses,
+              grad)
     else:
-        fast[0](*args, losses)
+        entry(*args, losses)
     total = float(losses.sum())  # (np.sum's pairwise sum, as _loss_value)
     if mean:
         total = total / rows

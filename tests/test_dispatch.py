@@ -1190,7 +1190,9 @@ def test_automatic_dispatch_follows_the_table(calls, no_env_backend, dispatch_ta
 
 
 def test_fast_path_obeys_the_table(dispatch_table, monkeypatch):
-    """The small-array fast path (always Numba) is used only where the table says numba."""
+    """The fast path runs the serial Numba kernel only where the table says numba, and from
+    there the kernel of the backend the table names for the size (as the normal path would),
+    without the normal path."""
     from fastact import api
     from fastact.kernels import _cython_kernels as cy
 
@@ -1201,13 +1203,81 @@ def test_fast_path_obeys_the_table(dispatch_table, monkeypatch):
     x = np.linspace(-2, 2, 500).astype(np.float32)
     fa.tanh(x[:100])  # numba's range: this call records the fast path
     fast = api._FAST["tanh_forward"]
-    assert fast[np.dtype(np.float32)][1] == 300 and np.dtype(np.float64) not in fast
-    ran = []
-    original = cy.tanh_forward
+    assert fast[np.dtype(np.float32)][1] == 300 and fast[np.dtype(np.float64)][1] == 0
+    ran, normal = [], []
+    original, elementwise = cy.tanh_forward, api._elementwise
     monkeypatch.setattr(cy, "tanh_forward", lambda *a: (ran.append(a[0].size), original(*a)))
+    monkeypatch.setattr(api, "_elementwise", lambda *a: (normal.append(a), elementwise(*a))[1])
     for a in (x[:299], x[:300], x.astype(np.float64)[:10]):
         np.testing.assert_allclose(fa.tanh(a), np.tanh(a.astype(np.float64)), rtol=1e-6)
     assert ran == [300, 10], ran
+    assert not normal, "a qualifying call took the normal path"
+    fa.tanh(np.repeat(x, 2)[::2])  # (not contiguous: the normal path; Cython there too)
+    assert len(normal) == 1 and ran == [300, 10, 500], ran
+
+
+@pytest.mark.parametrize("fn_name, kwargs", [
+    ("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("gelu", {"approximate": "tanh"}),
+    ("tanh_backward", {"y": True}), ("elu_backward", {"alpha": 0.5}), ("softmax", {}),
+    ("log_softmax_backward", {"y": True})])
+def test_fast_path_runs_the_tables_backend_at_every_size(fn_name, kwargs, dispatch_table,
+                                                          fast_helpers, monkeypatch):
+    """Above the serial limit the fast path calls the kernel of the backend the table names
+    for the size (Cython, or Numba's parallel twin from the parallel threshold), bitwise what
+    the normal path computes, and the normal path is not taken.  A table filled by a call that
+    Numba did not serve first (Numba not loaded yet) is partial until Numba is needed."""
+    from fastact import _dispatch, api
+    from fastact.kernels import numba_cpu
+
+    if not {"numba", "cython"} <= set(fa.backends()) or _config.BACKEND is not None:
+        pytest.skip("needs numba, cython and automatic dispatch")
+    big = (numba_cpu.PARALLEL_THRESHOLD // 100 + 40) * 100
+    runs = [[0, "numba"], [100, "cython"], [1000, "numba"], [big - 1000, "cython"],
+            [big, "numba"]]
+    dispatch_table(_table({fn_name: {"float32": runs, "float64": [[0, "cython"]]}}))
+    fn = getattr(fa, fn_name)
+    rows = "softmax" in fn_name
+    base = fn_name.replace("_backward", "")
+    kernel = f"{base}_{'backward' if fn_name.endswith('_backward') else 'forward'}"
+    if kwargs.get("y") and not rows:
+        kernel += "_from_y"
+
+    def call(n, dtype, **kw):
+        x = (np.sin(np.arange(n) * 0.37) * 5).astype(dtype)
+        if rows:
+            x = x.reshape(-1, 10)
+        params = {k: v for k, v in kwargs.items() if k != "y"}
+        if not fn_name.endswith("_backward"):
+            return fn(x, **params, **kw)
+        g = np.cos(np.arange(n)).astype(dtype).reshape(x.shape)
+        # (y from Cython: a call that loaded Numba would end the "not loaded" case below)
+        operand = ({"y": getattr(fa, base)(x, **params, backend="cython")} if kwargs.get("y")
+                   else {"x": x})
+        return fn(g, **operand, **params, **kw)
+
+    normal, elementwise = [], api._elementwise
+    # a first call in Cython's range, with Numba "not loaded": no serial entries yet
+    loaded = dict(_dispatch._loaded)
+    monkeypatch.delitem(_dispatch._loaded, "numba")
+    call(500, np.float32)
+    _dispatch._loaded.update(loaded)
+    assert api._FAST[kernel].get(api._PARTIAL) and api._FAST[kernel][np.dtype(np.float32)][1] == 0
+    call(50, np.float32)  # the ranged entry resolves Numba for the first run: table complete
+    assert api._PARTIAL not in api._FAST[kernel]
+    assert api._FAST[kernel][np.dtype(np.float32)][1] == 100
+    if not rows:
+        monkeypatch.setattr(api, "_elementwise",
+                            lambda *a: (normal.append(a), elementwise(*a))[1])
+    for n, dtype, backend in ((50, np.float32, "numba"), (500, np.float32, "cython"),
+                              (2000, np.float32, "numba"), (big - 500, np.float32, "cython"),
+                              (big + 100, np.float32, "numba"), (200, np.float64, "cython"),
+                              (big + 100, np.float64, "cython")):
+        got, want = call(n, dtype), call(n, dtype, backend=backend)
+        assert got.dtype == want.dtype == dtype
+        np.testing.assert_array_equal(got, want, err_msg=f"{n} {dtype.__name__}")
+    # (the calls with a backend= are the only normal-path calls)
+    assert not [a for a in normal if a[-1] is None]
+    assert len(normal) >= (0 if rows else 7)
 
 
 OMP_SPIN_PROBE = """

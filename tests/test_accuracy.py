@@ -525,6 +525,9 @@ ROW_CASES = [
     RowCase("long-rows-axis0", (100_000, 2), axis=0, dtypes=("float32", "float64")),
     RowCase("many-rows", (400, 257)),
     RowCase("many-rows-mask-T0.5", (400, 257), mask="random", temperature=0.5),
+    # short rows: many blocks of rows (numba's log_softmax blocks), above the parallel threshold
+    RowCase("many-short-rows-mask-T0.5", (5000, 7), mask="random", temperature=0.5,
+            dtypes=("float32", "float64")),
     RowCase("0d", ()),
     RowCase("1d-n1", (1,)),
     RowCase("1d-n7", (7,)),

@@ -671,41 +671,59 @@ def _row_total(a, mask, r):
     return _row_sum(_term_value, a, a, mask, r, 0.0, 1.0)
 
 
-#: log_softmax rows of at most half this many elements are done in blocks of this many
-#: elements: the logs of a block's row sums are one vectorised loop (_math.log_poly) instead of
-#: a libm call per row.  128000x32 float32, 1 thread: 5.0 -> 4.1 ms (torch 3.6-3.8 ms).  Longer
-#: rows keep one row at a time (4000x1024 in blocks of one row measured slower, 2.2 -> 2.6 ms).
-_LOG_BLOCK = 512
+#: softmax / log_softmax rows of at most half this many elements are done in blocks of about
+#: this many elements, pass by pass (every row's max and exps, then every row's float64 sum,
+#: then the values), while the block is in L1: a row's sum no longer loads the exps its own
+#: loop has just stored (a store-forwarding stall per row), and log_softmax takes the logs of
+#: a block's sums in one vectorised loop (_math.log_poly, 1.5 ULP) instead of a libm call per
+#: row.  128000x32 float32, 1 thread: softmax 3.19 -> 2.74 ms (the pass structure alone,
+#: benchmarks: softmax-forward rows of 32), log_softmax 5.0 -> 4.1 ms (torch 3.6-3.8 ms).
+#: Rows longer than 256 keep one row at a time (4000x1024 in blocks of one row measured
+#: slower, 2.2 -> 2.6 ms).
+_ROW_BLOCK = 512
 _log = FORMULAS["log_poly"]
 
 
 @njit(**JIT_OPTIONS)
-def _log_softmax_short_rows(x, mask, out, exps, scratch, inv_t, start, stop, neg):
-    """log_softmax of short rows start .. stop - 1 (of -x for softmin's log): per block of rows the
-    max and the float64 sum of exps of each row, the logs of the sums together, then the
-    values (the rows of a block are still in L1)."""
+def _softmax_short_rows(x, mask, out, inv_t, start, stop, log, neg):
+    """softmax / log_softmax of short rows start .. stop - 1 (of -x for softmin), a block of
+    rows at a time (see _ROW_BLOCK).  (Not inlined: inlined into the generated kernels, Numba
+    0.68's IR check warns about a variable of the inlined _row_exp.)"""
     n = x.shape[1]
-    block = _LOG_BLOCK // max(n, 1)
+    block = _ROW_BLOCK // max(n, 1)
+    sums = np.empty(block, np.float64)
     maxima = np.empty(block, np.float64)
-    logs = np.empty(block, np.float64)
+    # log_softmax reads x again for its values: with out = x its exps go to scratch rows
+    scratch = log and out.ctypes.data == x.ctypes.data
+    exps = np.empty((block, n), out.dtype) if scratch else out
     for r0 in range(start, stop, block):
         r1 = min(r0 + block, stop)
         for r in range(r0, r1):
-            m, any_kept = _row_max(x, mask, r, neg)
-            er = 0 if scratch else r
+            m = _row_max(x, mask, r, neg)[0]
+            er = r - r0 if scratch else r
             for j in range(n):
                 e = _row_exp(x[r, j], m, inv_t, neg)
                 exps[er, j] = e if _kept(mask, r, j) else 0.0
-            # (a fully masked row: every value is -inf below, never NaN, whatever its log)
             maxima[r - r0] = m
-            logs[r - r0] = _row_total(exps, None, er) if any_kept else 0.0
-        for b in range(r1 - r0):
-            logs[b] = _log(logs[b])
+        # (a fully masked row sums to 0, whose log or inverse is not used: every value of the
+        # row is masked, so 0 or -inf, never NaN)
         for r in range(r0, r1):
-            m, ls = maxima[r - r0], logs[r - r0]
-            for j in range(n):
-                v = _log_softmax_value(-x[r, j] if neg else x[r, j], m, inv_t, ls)
-                out[r, j] = v if _kept(mask, r, j) else -np.inf
+            sums[r - r0] = _row_total(exps, None, r - r0 if scratch else r)
+        if log:
+            for b in range(r1 - r0):
+                sums[b] = _log(sums[b])
+            for r in range(r0, r1):
+                m, ls = maxima[r - r0], sums[r - r0]
+                for j in range(n):
+                    v = _log_softmax_value(-x[r, j] if neg else x[r, j], m, inv_t, ls)
+                    out[r, j] = v if _kept(mask, r, j) else -np.inf
+        else:
+            for r in range(r0, r1):
+                sr = sums[r - r0]
+                inv = 1.0 / sr
+                for j in range(n):
+                    v = _row_scale(out[r, j], sr, inv)
+                    out[r, j] = v if _kept(mask, r, j) else 0.0
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -722,11 +740,11 @@ def _softmax_rows(x, mask, temperature, out, start, stop, log, neg):
     # rather than as views: a view per row costs two atomic reference-count updates on the
     # array, which both threads contend for (softmax 128000x32 float32, 2 threads, 2.9 ->
     # 2.1 ms).
+    if 2 * n <= _ROW_BLOCK:
+        _softmax_short_rows(x, mask, out, inv_t, start, stop, log, neg)
+        return
     scratch = log and out.ctypes.data == x.ctypes.data
     exps = np.empty((1, n), out.dtype) if scratch else out
-    if log and 2 * n <= _LOG_BLOCK:
-        _log_softmax_short_rows(x, mask, out, exps, scratch, inv_t, start, stop, neg)
-        return
     for r in range(start, stop):
         m, any_kept = _row_max(x, mask, r, neg)
         if not any_kept:  # fully masked row: softmax 0, log_softmax -inf, never NaN

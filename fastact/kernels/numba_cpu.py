@@ -796,8 +796,8 @@ def _log_softmax_backward_narrow(grad, y, mask, out, r, s, inv_t):
     Rounding s, exp(y) s, the difference and the scaling to float32 adds errors of a few
     eps (|g| + exp(y) |s|) / T: inside the conditioning bound the float64 path already has
     (its float32 exp(y) is 1 ULP; tests/oracle.py softmax_backward_allowed).  e^y is applied as
-    p 2^k1 2^k2 after s (_math32.exp_factors), so a subnormal e^y is not rounded before the
-    product.  A float32 intermediate can overflow where the float64 result is finite: every
+    u 2^-32 after s (_math32.exp_scaled), so a subnormal e^y is not rounded before the product;
+    a y above 64 (not a log_softmax output) sends the row to the float64 path.  A float32 intermediate can overflow where the float64 result is finite: every
     non-finite result (also from inf or NaN inputs) sends the row back to the float64 path,
     which the caller runs only when ``out`` is not ``grad`` or ``y`` (they are read again).
     Float32 keeps 16 lanes where the float64 path converts to 8: 4000x1024 float32, 1 thread,
@@ -809,7 +809,9 @@ def _log_softmax_backward_narrow(grad, y, mask, out, r, s, inv_t):
 def _log_softmax_backward_narrow_typer(grad, y, mask, out, r, s, inv_t):
     if not (grad.dtype == y.dtype == out.dtype == nbtypes.float32):
         return lambda grad, y, mask, out, r, s, inv_t: False
-    exp_factors = FORMULAS32["exp_factors"]
+    exp_scaled = FORMULAS32["exp_scaled"]
+    unscale = _math32.EXP_UNSCALE
+    cap = np.float32(64.0)  # exp_scaled's domain (a log_softmax output is <= 0)
     unmasked = isinstance(mask, (nbtypes.NoneType, nbtypes.Omitted))  # (no pruning in here)
 
     def narrow(grad, y, mask, out, r, s, inv_t):
@@ -817,9 +819,10 @@ def _log_softmax_backward_narrow_typer(grad, y, mask, out, r, s, inv_t):
         inv32 = np.float32(inv_t)
         bad = False
         for j in range(y.shape[1]):
-            p, s1, s2 = exp_factors(y[r, j])
-            v = (grad[r, j] - p * s32 * s1 * s2) * inv32
-            bad |= not (v - v == np.float32(0.0))
+            yj = y[r, j]
+            u = exp_scaled(cap if yj > cap else yj)[0]  # (NaN kept)
+            v = (grad[r, j] - (u * s32) * unscale) * inv32
+            bad |= not (v - v == np.float32(0.0)) or yj > cap
             out[r, j] = v if unmasked or mask[r, j] != 0 else np.float32(0.0)
         return not bad
     return narrow
